@@ -1,0 +1,275 @@
+#!/usr/bin/env bash
+# Build Dockerfile.gpu for real and run the image on the CPU provider, without any image registry.
+#
+#   bash deploy/docker/check.sh            (what `make docker-check` runs)
+#
+# 1. Installs Debian's docker.io and debootstrap if missing (apt).
+# 2. Starts a private dockerd: own socket, data and exec roots under a temp dir, no bridge, no iptables,
+#    no IP forwarding or masquerading, so the host's network setup is left as it was.
+# 3. Makes the base image local/debian:bookworm with debootstrap (minbase) from the mirror this
+#    machine's apt uses, plus the host CA bundle (outgoing TLS may be intercepted), and caches the
+#    rootfs tarball between runs.
+# 4. Builds Dockerfile.gpu with both bases overridden to that image and torch from the local CPU wheel
+#    (`pip download torch==2.13.0`, passed in through the build context), BuildKit, --network host.
+# 5. Runs the image with TWOSTAGE_DEVICE=cpu on loopback ports, waits for its HEALTHCHECK to pass,
+#    probes each service, calls twostage.v1.Inference/Embed from the host (schema by reflection),
+#    reads /metrics, then stops it with SIGTERM and expects a clean exit within the grace period.
+# 6. Stops the daemon by its pid, unmounts and removes the temp dir, and checks that the network
+#    links and iptables rules are the same as before.
+#
+# Exit 0 also when the engine cannot run here (not root, no kernel support): it says "SKIP" and why.
+# Environment: TWOSTAGE_DOCKER_CACHE (cache dir, default ~/.cache/twostage/docker-check),
+# TWOSTAGE_DOCKER_HEALTH_TIMEOUT (seconds to wait for healthy, default 300), PYTHON (a Python with
+# grpcio and grpcio-reflection; default the repo's .venv).
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+HERE="$REPO/deploy/docker"
+SUITE=bookworm
+BASE_IMAGE="local/debian:$SUITE"
+IMAGE="twostage-gpu:check"
+TORCH_VERSION="${TORCH_VERSION:-2.13.0}"
+CACHE="${TWOSTAGE_DOCKER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/twostage/docker-check}"
+HEALTH_TIMEOUT="${TWOSTAGE_DOCKER_HEALTH_TIMEOUT:-300}"
+PYTHON="${PYTHON:-}"
+if [ -z "$PYTHON" ]; then
+    if [ -x "$REPO/.venv/bin/python" ]; then PYTHON="$REPO/.venv/bin/python"; else PYTHON=python3; fi
+fi
+WHEELHOUSE_REL=".tmp/docker-wheelhouse"
+WHEELHOUSE="$REPO/$WHEELHOUSE_REL"
+
+START=$SECONDS
+WORK=""
+DOCKERD_PID=""
+CONTAINER=""
+NET_BEFORE=""
+
+say() { printf '[docker-check %4ss] %s\n' "$((SECONDS - START))" "$*"; }
+skip() { say "SKIP: $*"; exit 0; }
+die() { say "FAIL: $*"; exit 1; }
+
+dk() { DOCKER_CONFIG="$WORK/client" /usr/bin/docker --host "unix://$WORK/docker.sock" "$@"; }
+
+net_state() {
+    # Link names and iptables rules: what a docker daemon would add (docker0, veths, DOCKER chains).
+    ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | sed 's/@.*//' | sort
+    if command -v iptables >/dev/null 2>&1; then
+        for table in filter nat; do iptables -t "$table" -S 2>/dev/null | sed "s/^/$table /"; done
+    fi
+}
+
+cleanup() {
+    local rc=$?
+    set +e
+    if [ -n "$CONTAINER" ] && [ -n "$DOCKERD_PID" ]; then dk rm -f "$CONTAINER" >/dev/null 2>&1; fi
+    if [ -n "$DOCKERD_PID" ] && kill -0 "$DOCKERD_PID" 2>/dev/null; then
+        kill -TERM "$DOCKERD_PID"
+        for _ in $(seq 1 60); do kill -0 "$DOCKERD_PID" 2>/dev/null || break; sleep 0.5; done
+        if kill -0 "$DOCKERD_PID" 2>/dev/null; then
+            say "dockerd (pid $DOCKERD_PID) did not stop on SIGTERM; killing it"
+            kill -KILL "$DOCKERD_PID"
+        fi
+        wait "$DOCKERD_PID" 2>/dev/null
+    fi
+    if [ -n "$WORK" ] && [ -d "$WORK" ]; then
+        # Mounts the daemon may have left (overlay layers, shm, netns), deepest first.
+        awk -v w="$WORK" 'index($2, w) == 1 {print $2}' /proc/mounts | sort -r | while read -r m; do
+            umount -l "$m"
+        done
+        rm -rf "$WORK"
+    fi
+    rm -rf "$WHEELHOUSE"
+    if [ -n "$NET_BEFORE" ] && [ "$(net_state)" != "$NET_BEFORE" ]; then
+        say "FAIL: network links or iptables rules changed during the check:"
+        diff <(echo "$NET_BEFORE") <(net_state)
+        rc=1
+    fi
+    exit "$rc"
+}
+
+# --- 1. can the engine run here? ------------------------------------------------------------------
+[ "$(uname -s)" = Linux ] || skip "a docker engine needs Linux (this is $(uname -s))"
+[ "$(id -u)" = 0 ] || skip "running a private dockerd needs root (uid is $(id -u))"
+if ! { command -v dockerd >/dev/null && [ -x /usr/bin/docker ] && command -v debootstrap >/dev/null; }
+then
+    command -v apt-get >/dev/null || skip "docker.io and debootstrap are missing and there is no apt-get"
+    say "installing docker.io and debootstrap (apt)"
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends docker.io debootstrap >/dev/null; }; then
+        skip "apt-get could not install docker.io and debootstrap"
+    fi
+fi
+[ -x /usr/bin/docker ] || skip "Debian's docker client (/usr/bin/docker, with BuildKit) is missing"
+
+NET_BEFORE="$(net_state)"
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/tsdock.XXXXXX")"
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+mkdir -p "$WORK/data" "$WORK/exec" "$WORK/client" "$CACHE"
+echo '{}' >"$WORK/daemon.json"
+
+# --- 2. private daemon ----------------------------------------------------------------------------
+say "starting dockerd on $WORK/docker.sock"
+dockerd \
+    --config-file "$WORK/daemon.json" \
+    --host "unix://$WORK/docker.sock" \
+    --data-root "$WORK/data" \
+    --exec-root "$WORK/exec" \
+    --pidfile "$WORK/dockerd.pid" \
+    --containerd-namespace twostage-check \
+    --containerd-plugins-namespace twostage-check-plugins \
+    --bridge=none --iptables=false --ip-masq=false --ip-forward=false --userland-proxy=false \
+    >"$WORK/dockerd.log" 2>&1 &
+DOCKERD_PID=$!
+for _ in $(seq 1 120); do
+    dk version >/dev/null 2>&1 && break
+    kill -0 "$DOCKERD_PID" 2>/dev/null || break
+    sleep 0.5
+done
+if ! dk version >/dev/null 2>&1; then
+    tail -n 20 "$WORK/dockerd.log" >&2
+    skip "dockerd did not start here (log above)"
+fi
+say "dockerd $(dk version -f '{{.Server.Version}}') up (pid $DOCKERD_PID, storage $(dk info -f '{{.Driver}}'))"
+
+# --- 3. base image ----------------------------------------------------------------------------------
+ROOTFS_TAR="$CACHE/debian-$SUITE-minbase.tar"
+if [ ! -s "$ROOTFS_TAR" ]; then
+    MIRROR="$(python3 "$HERE/apt_mirror.py" "$SUITE" 2>/dev/null || true)"
+    say "debootstrap --variant=minbase $SUITE from ${MIRROR:-the default mirror of debootstrap}"
+    mkdir -p "$WORK/rootfs"
+    # shellcheck disable=SC2086  # MIRROR is one word or nothing
+    if ! debootstrap --variant=minbase "$SUITE" "$WORK/rootfs" $MIRROR >"$WORK/debootstrap.log" 2>&1
+    then
+        tail -n 20 "$WORK/debootstrap.log" >&2
+        die "debootstrap failed (log above)"
+    fi
+    tar -C "$WORK/rootfs" -cf "$ROOTFS_TAR.part" . && mv "$ROOTFS_TAR.part" "$ROOTFS_TAR"
+    rm -rf "$WORK/rootfs"
+else
+    say "base rootfs from cache: $ROOTFS_TAR"
+fi
+CA_BUNDLE=""
+for candidate in "${SSL_CERT_FILE:-}" "${PIP_CERT:-}" /etc/ssl/certs/ca-certificates.crt \
+    /etc/pki/tls/certs/ca-bundle.crt; do
+    if [ -n "$candidate" ] && [ -s "$candidate" ]; then CA_BUNDLE="$candidate"; break; fi
+done
+mkdir -p "$WORK/base"
+tar -C "$WORK/base" -xf "$ROOTFS_TAR"
+CHANGES=()
+if [ -n "$CA_BUNDLE" ]; then
+    # Both where OpenSSL looks and where update-ca-certificates would pick it up again.
+    install -D -m 0644 "$CA_BUNDLE" "$WORK/base/etc/ssl/certs/ca-certificates.crt"
+    install -D -m 0644 "$CA_BUNDLE" "$WORK/base/usr/local/share/ca-certificates/host-bundle.crt"
+    for var in SSL_CERT_FILE PIP_CERT REQUESTS_CA_BUNDLE; do
+        CHANGES+=(--change "ENV $var=/etc/ssl/certs/ca-certificates.crt")
+    done
+fi
+tar -C "$WORK/base" -c . | dk import "${CHANGES[@]}" - "$BASE_IMAGE" >/dev/null
+rm -rf "$WORK/base"
+if ! dk run --rm --network none "$BASE_IMAGE" true >"$WORK/run-probe.log" 2>&1; then
+    cat "$WORK/run-probe.log" >&2
+    skip "the engine cannot run containers here (above)"
+fi
+say "base image $BASE_IMAGE ready (CA bundle: ${CA_BUNDLE:-none})"
+
+# --- 4. build ---------------------------------------------------------------------------------------
+mkdir -p "$WHEELHOUSE"
+"$PYTHON" -m pip download --quiet --no-deps --only-binary=:all: -d "$WHEELHOUSE" \
+    "torch==$TORCH_VERSION" || die "pip could not provide torch==$TORCH_VERSION"
+TORCH_WHEEL="$(cd "$WHEELHOUSE" && ls torch-*.whl | head -n 1)"
+say "building $IMAGE (torch from $TORCH_WHEEL; build log: $WORK/build.log)"
+BUILD_START=$SECONDS
+if ! DOCKER_BUILDKIT=1 dk build \
+    --network host \
+    --progress plain \
+    --file "$REPO/Dockerfile.gpu" \
+    --build-arg "EXPORT_BASE=$BASE_IMAGE" \
+    --build-arg "RUNTIME_BASE=$BASE_IMAGE" \
+    --build-arg "TORCH_SPEC=/ctx/$WHEELHOUSE_REL/$TORCH_WHEEL" \
+    --build-arg "TORCH_INDEX_URL=" \
+    --tag "$IMAGE" \
+    "$REPO" >"$WORK/build.log" 2>&1; then
+    tail -n 80 "$WORK/build.log" >&2
+    die "docker build failed (last lines above)"
+fi
+grep -E '^#[0-9]+ \[[^]]+\]|^#[0-9]+ DONE [0-9.]+s|onnxruntime [0-9]|adding bundle' "$WORK/build.log" \
+    | grep -v '^#[0-9]* \[internal\]' | sed 's/^/    /' || true
+say "built $IMAGE in $((SECONDS - BUILD_START))s, $(dk image inspect -f '{{.Size}}' "$IMAGE" \
+    | awk '{printf "%.0f MB", $1 / 1e6}')"
+rm -rf "$WHEELHOUSE"
+
+# --- 5. run -----------------------------------------------------------------------------------------
+read -r PORT METRICS_PORT <<<"$("$PYTHON" -c '
+import socket
+socks = [socket.socket() for _ in range(2)]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(*(s.getsockname()[1] for s in socks))')"
+CONTAINER="twostage-check-$$"
+say "running $IMAGE on the CPU provider (gRPC 127.0.0.1:$PORT, metrics $METRICS_PORT)"
+dk run --detach --name "$CONTAINER" --network host \
+    --env "TWOSTAGE_LISTEN=127.0.0.1:$PORT" \
+    --env "TWOSTAGE_METRICS_PORT=$METRICS_PORT" \
+    --env TWOSTAGE_DEVICE=cpu \
+    --health-interval 2s --health-start-period "${HEALTH_TIMEOUT}s" \
+    --stop-timeout 30 \
+    "$IMAGE" >/dev/null
+
+show_logs() { dk logs --tail 60 "$CONTAINER" 2>&1 | sed 's/^/    | /' >&2; }
+HEALTH_START=$SECONDS
+while :; do
+    state="$(dk inspect -f '{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{end}}' \
+        "$CONTAINER")"
+    case "$state" in
+        "running healthy") break ;;
+        running*) ;;
+        *) show_logs; die "container stopped before it became healthy (state: $state)" ;;
+    esac
+    if [ $((SECONDS - HEALTH_START)) -ge "$HEALTH_TIMEOUT" ]; then
+        show_logs
+        dk inspect -f '{{range .State.Health.Log}}{{.Output}}{{end}}' "$CONTAINER" >&2
+        die "not healthy after ${HEALTH_TIMEOUT}s"
+    fi
+    sleep 1
+done
+say "HEALTHCHECK passed after $((SECONDS - HEALTH_START))s"
+
+for service in "" twostage.v1.Inference twostage.v1.Info twostage.v1.Search twostage.v1.Collections; do
+    if answer="$(dk exec "$CONTAINER" /opt/venv/bin/python /opt/twostage/healthcheck.py \
+        --service "$service" 2>&1)"; then
+        say "  $answer"
+    elif [ -z "$service" ] || [ "$service" = twostage.v1.Inference ]; then
+        show_logs; die "$answer"
+    else
+        say "  $answer (not required: no reranker bundle in the image?)"
+    fi
+done
+
+USER_ID="$(dk exec "$CONTAINER" id -u)"
+[ "$USER_ID" != 0 ] || die "the server runs as root in the container"
+say "server runs as uid $USER_ID"
+
+REPLY="$("$PYTHON" "$HERE/grpc_call.py" "127.0.0.1:$PORT" twostage.v1.Inference/Embed \
+    '{"texts": ["hi", "a container check of the two-stage retrieval server"]}')" \
+    || { show_logs; die "Embed call failed"; }
+SUMMARY="$("$PYTHON" "$HERE/embed_reply.py" --count 2 "$REPLY" 2>&1)" || die "$SUMMARY: $REPLY"
+say "$SUMMARY"
+
+METRIC_LINES="$("$PYTHON" -c '
+import sys, urllib.request
+body = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=10).read().decode()
+print(sum(1 for line in body.splitlines() if line.startswith("twostage_")))' "$METRICS_PORT")" \
+    || die "no /metrics on port $METRICS_PORT"
+[ "$METRIC_LINES" -gt 0 ] || die "/metrics has no twostage_ series"
+say "/metrics serves $METRIC_LINES twostage_ samples"
+
+STOP_START=$SECONDS
+dk stop "$CONTAINER" >/dev/null
+EXIT_CODE="$(dk inspect -f '{{.State.ExitCode}}' "$CONTAINER")"
+if [ "$EXIT_CODE" != 0 ]; then
+    show_logs
+    die "container exited with $EXIT_CODE after SIGTERM (expected a clean drain, exit 0)"
+fi
+say "SIGTERM: clean exit in $((SECONDS - STOP_START))s"
+say "OK: image built, healthy, Embed answered, drained on SIGTERM"
