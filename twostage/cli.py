@@ -17,7 +17,7 @@ from twostage import __version__
 # (module, why it may be missing) — a module whose extra is not installed is left out of --help.
 _COMMAND_MODULES = (
     "twostage.export.cli",
-    "twostage.server.cli",
+    "twostage.serve",
     "twostage.train.cli",
     "twostage.clients.cli",
 )
