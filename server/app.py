@@ -168,15 +168,15 @@ class App:
             )
         registry = ModelRegistry(self.models)
         await self._warmup(registry)
-        collections = await asyncio.to_thread(CollectionManager, Path(cfg.data_dir))
+        collections = await asyncio.to_thread(
+            CollectionManager, Path(cfg.data_dir), metrics=self.metrics
+        )
         await asyncio.to_thread(collections.open_all)
-        for collection in collections.list():
-            self.metrics.index_size.labels(collection.name).set(collection.count)
         searcher = Searcher(registry, collections)
         self.state.registry = registry
         self.state.collections = collections
         self.state.searcher = searcher
-        self.state.ingestor = Ingestor(searcher, self.metrics)
+        self.state.ingestor = Ingestor(searcher, self.metrics, cfg.snapshot_every)
 
     async def _warmup(self, registry: ModelRegistry) -> None:
         """One short and one long call per model: first ONNX runs allocate and are slow."""

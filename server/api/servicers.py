@@ -9,11 +9,11 @@ codes and records the per-RPC metrics.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar
 
 import grpc
@@ -32,7 +32,7 @@ from twostage.server.engine.registry import ModelRegistry
 from twostage.server.engine.search import Searcher, ranking_name
 from twostage.server.errors import InvalidArgument, Unavailable
 from twostage.server.metrics import Metrics
-from twostage.server.store.collections import CollectionManager
+from twostage.server.store.collections import Collection, CollectionManager
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
@@ -178,8 +178,12 @@ class InferenceServicer(_Base, pb_grpc.InferenceServicer):
         return reply
 
 
-def _collection_info(collection: Any) -> pb.CollectionInfo:
+def _collection_info(collection: Collection) -> pb.CollectionInfo:
     d = collection.describe()
+    try:
+        created = int(datetime.fromisoformat(d.get("created", "")).timestamp())
+    except ValueError:
+        created = 0
     return pb.CollectionInfo(
         name=d["name"],
         count=int(d["count"]),
@@ -190,7 +194,7 @@ def _collection_info(collection: Any) -> pb.CollectionInfo:
         ef=int(d["ef"]),
         embedder=str(d.get("embedder", {}).get("name", "")),
         embedder_source=str(d.get("embedder", {}).get("source", "")),
-        created_unix=int(d.get("created", 0)),
+        created_unix=created,
     )
 
 
@@ -237,8 +241,6 @@ class CollectionsServicer(_Base, pb_grpc.CollectionsServicer):
     async def DropCollection(self, request, context, deadline):  # type: ignore[no-untyped-def]
         name = convert.collection_name(request.name, field="name")
         await asyncio.to_thread(self.collections.drop, name)
-        with contextlib.suppress(KeyError):
-            self.state.metrics.index_size.remove(name)
         return pb.DropCollectionResponse()
 
     @_handler("Upsert")
@@ -278,10 +280,14 @@ class CollectionsServicer(_Base, pb_grpc.CollectionsServicer):
         name = convert.collection_name(request.collection)
         ids = convert.ids(request.ids, self.state.cfg)
         collection = self.collections.get(name)
-        found, missing = await asyncio.to_thread(collection.get, ids)
+        found = await asyncio.to_thread(collection.get, ids)
         return pb.GetResponse(
-            documents=[pb.Document(id=d.id, text=d.text, metadata=d.metadata) for d in found],
-            not_found=missing,
+            documents=[
+                pb.Document(id=d.id, text=d.text, metadata=d.metadata)
+                for d in found
+                if d is not None
+            ],
+            not_found=[i for i, d in zip(ids, found, strict=True) if d is None],
         )
 
 

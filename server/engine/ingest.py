@@ -27,10 +27,11 @@ class NewDocument:
 class Ingestor:
     """The Upsert and Delete operations."""
 
-    def __init__(self, searcher: Searcher, metrics: Metrics) -> None:
+    def __init__(self, searcher: Searcher, metrics: Metrics, snapshot_every: int) -> None:
         self.searcher = searcher
         self.collections = searcher.collections
         self.metrics = metrics
+        self.snapshot_every = snapshot_every
 
     async def upsert(
         self,
@@ -62,11 +63,11 @@ class Ingestor:
             vectors,
         )
         timings.index_ns += time.perf_counter_ns() - start
-        self.metrics.index_size.labels(collection.name).set(collection.count)
+        # Bounded replay on restart: snapshot once enough writes piled up (off the hot path).
+        await asyncio.to_thread(collection.maybe_snapshot, self.snapshot_every)
         return len(documents), int(seq), timings
 
     async def delete(self, collection_name: str, ids: Sequence[str]) -> tuple[int, list[str]]:
         collection = self.collections.get(collection_name)
-        deleted, missing = await asyncio.to_thread(collection.delete, list(ids))
-        self.metrics.index_size.labels(collection.name).set(collection.count)
-        return deleted, missing
+        result = await asyncio.to_thread(collection.delete, list(ids))
+        return result.deleted, list(result.missing)

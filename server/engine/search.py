@@ -16,7 +16,7 @@ import numpy as np
 
 from twostage.server.engine.models import CrossEncoder, Embedder, Timings
 from twostage.server.engine.registry import ModelRegistry
-from twostage.server.errors import FailedPrecondition, InvalidArgument
+from twostage.server.errors import FailedPrecondition
 from twostage.server.store.collections import Collection, CollectionManager
 
 
@@ -72,7 +72,7 @@ class Searcher:
 
     def embedder_for(self, collection: Collection) -> Embedder:
         """The embedder that built the collection; refuse a query through any other."""
-        info = collection.embedder
+        info = collection.config.embedder
         name = str(info.get("name", ""))
         embedder = self.registry.embedder(name) if name else self.registry.embedder()
         source = str(info.get("source", ""))
@@ -116,7 +116,7 @@ class Searcher:
         )
         start = time.perf_counter_ns()
         found = await asyncio.to_thread(
-            collection.search, vectors[0], candidates, ef=ef or None, filter=filter
+            collection.search, vectors[0], candidates, ef or None, filter
         )
         timings.index_ns += time.perf_counter_ns() - start
         if not found:
@@ -158,10 +158,3 @@ class Searcher:
             for rank, i in enumerate(order)
         ]
         return SearchOutcome(hits, True, ranking_name(reranker), timings)
-
-
-def check_rerank_request(reranker: CrossEncoder, documents: list[str]) -> None:
-    if reranker.runtime.manifest.num_labels != 1:
-        raise InvalidArgument(f"model {reranker.name} is not a reranker", field="model")
-    if not documents:
-        raise InvalidArgument("documents: at least one document is required", field="documents")
