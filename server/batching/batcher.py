@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import contextlib
 import enum
 import functools
 import itertools
@@ -221,6 +220,17 @@ class _PendingQueue:
         return batch
 
 
+class _Run:
+    """A batch handed to the model thread, and whether its outputs were scattered yet."""
+
+    __slots__ = ("batch", "finished", "future")
+
+    def __init__(self, batch: list[_Item], future: asyncio.Future[Any]) -> None:
+        self.batch = batch
+        self.future = future
+        self.finished = False
+
+
 class _State(enum.Enum):
     NEW = "new"
     RUNNING = "running"
@@ -297,7 +307,7 @@ class DynamicBatcher(Generic[T, P, R]):
         self._queue = _PendingQueue()
         self._requests: set[_Request] = set()
         self._seq = itertools.count()
-        self._running: asyncio.Future[Any] | None = None
+        self._running: _Run | None = None  # the batch in (or last in) the model thread
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wakeup: asyncio.Event | None = None
         self._worker: asyncio.Task[None] | None = None
@@ -408,20 +418,26 @@ class DynamicBatcher(Generic[T, P, R]):
 
     async def _work(self) -> None:
         """Cut, prepare, dispatch; batch k+1 is prepared while batch k runs."""
-        while True:
-            batch = await self._next_batch()
-            if batch is None:
-                break
-            feed = await self._prepare(batch)
+        held: list[_Item] = []  # cut but not dispatched: dropped if the worker ends here
+        try:
+            while True:
+                batch = await self._next_batch()
+                if batch is None:
+                    break
+                held = batch
+                feed = await self._prepare(batch)
+                if self._running is not None:
+                    await self._await_run(self._running)
+                if feed is not None:
+                    batch, feed = await self._recheck(batch, feed)
+                    if batch:
+                        self._dispatch(batch, feed)
+                held = []
             if self._running is not None:
                 await self._await_run(self._running)
-            if feed is None:
-                continue
-            batch, feed = await self._recheck(batch, feed)
-            if batch:
-                self._dispatch(batch, feed)
-        if self._running is not None:
-            await self._await_run(self._running)
+        finally:
+            if held:
+                self._m_dropped["unavailable"].inc(len(held))
 
     async def _next_batch(self) -> list[_Item] | None:
         """Wait until a batch should be cut and cut it; None once draining found the queue empty."""
@@ -435,7 +451,7 @@ class DynamicBatcher(Generic[T, P, R]):
                 continue
             full = queue.tokens >= self.max_batch_tokens or len(queue) >= self.max_batch_size
             if not full and self._state is _State.RUNNING:
-                if self._running is not None and not self._running.done():
+                if self._running is not None and not self._running.future.done():
                     await self._sleep(None)  # woken by new items or by the run finishing
                     continue
                 left = queue.oldest().request.enqueued_at + self.max_wait_s - self._loop.time()
@@ -527,31 +543,40 @@ class DynamicBatcher(Generic[T, P, R]):
         self._m_items.inc(n)
         self._m_computed.inc(padded)
         self._m_real.inc(sum(item.length for item in batch))
-        running = self._loop.run_in_executor(self._run_pool, self._timed_run, feed)
-        running.add_done_callback(functools.partial(self._on_run_done, batch))
-        self._running = running
+        run = _Run(batch, self._loop.run_in_executor(self._run_pool, self._timed_run, feed))
+        run.future.add_done_callback(lambda _: self._finish_run(run))
+        self._running = run
 
     def _timed_run(self, feed: P) -> tuple[Sequence[R], int]:
         start = time.perf_counter_ns()
         outputs = self._run_fn(feed)
         return outputs, time.perf_counter_ns() - start
 
-    async def _await_run(self, running: asyncio.Future[Any]) -> None:
-        """Wait for the model thread to be free. Batch errors were answered by the callback; a
-        BaseException that is no Exception propagates and kills the worker (supervised)."""
-        with contextlib.suppress(Exception):
-            await running
+    async def _await_run(self, run: _Run) -> None:
+        """Wait for the model thread to be free, with the finished batch answered.
 
-    def _on_run_done(self, batch: list[_Item], running: asyncio.Future[Any]) -> None:
-        """Scatter one batch's outputs (or its error) to the waiting requests."""
+        The run's done-callback may still be queued when the worker gets here, so the worker
+        answers the batch itself if needed: the next batch is re-checked against those answers.
+        """
+        await asyncio.wait([run.future])
+        self._finish_run(run)
+
+    def _finish_run(self, run: _Run) -> None:
+        """Scatter one batch's outputs (or its error) to the waiting requests, exactly once."""
         assert self._wakeup is not None
+        if run.finished:
+            return
+        run.finished = True
         self._wakeup.set()
+        batch, running = run.batch, run.future
         if running.cancelled():
             return
         exc = running.exception()
         if exc is not None:
             if isinstance(exc, Exception):
                 self._fail_batch(batch, exc, "run")
+            else:  # not a batch error: the model thread is in an unknown state
+                self._die(exc)
             return
         outputs, elapsed_ns = running.result()
         if len(outputs) != len(batch):
@@ -628,18 +653,24 @@ class DynamicBatcher(Generic[T, P, R]):
     def _on_worker_done(self, worker: asyncio.Task[None]) -> None:
         """Supervision: a worker that ends while the batcher should be serving is a failure."""
         if worker.cancelled():
-            if self._state in (_State.DRAINING, _State.STOPPED):
-                return
-            exc: BaseException = RuntimeError("batcher worker was cancelled")
-        else:
-            error = worker.exception()
-            if error is None:
-                if self._state in (_State.DRAINING, _State.STOPPED):
-                    return
-                error = RuntimeError("batcher worker exited")
-            exc = error
+            if self._state is not _State.RUNNING:
+                return  # stop() after the grace, or _die() cancelled it
+            self._die(RuntimeError("batcher worker was cancelled"))
+            return
+        error = worker.exception()
+        if error is not None:
+            self._die(error)
+        elif self._state is _State.RUNNING:
+            self._die(RuntimeError("batcher worker exited"))
+
+    def _die(self, exc: BaseException) -> None:
+        """The worker or its model thread failed: stop serving, answer everyone, report once."""
+        if self._state is _State.FAILED:
+            return
         self._state = _State.FAILED
         logger.critical("model %s: batcher worker died; not serving", self.name, exc_info=exc)
+        if self._worker is not None and not self._worker.done():
+            self._worker.cancel()
         self._fail_all(
             lambda: Unavailable(f"model {self.name} is not serving; retry on another replica"),
         )
