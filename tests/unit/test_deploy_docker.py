@@ -354,3 +354,40 @@ def test_embed_reply_accepts_unit_vectors_and_names_each_defect() -> None:
         module.check_embeddings(short, count=2)
     assert module.main([json.dumps(_reply(vectors)), "--count", "2"]) == 0
     assert module.main(["{not json", "--count", "2"]) == 1
+
+
+# --- serve_config.py --------------------------------------------------------------------------
+
+
+def test_serve_config_names_the_image_bundles_for_the_server(tmp_path: Path) -> None:
+    module = load_script("serve_config")
+    for folder, kind in [
+        ("all-MiniLM-L6-v2", "embedder"),
+        ("a-reranker", "reranker"),
+        ("b-reranker", "reranker"),
+    ]:
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "manifest.json").write_text(json.dumps({"kind": kind}))
+    (tmp_path / "_train").mkdir()  # a folder without a manifest is not a bundle
+    models = module.bundle_names(tmp_path, ["all-MiniLM-L6-v2"])
+    assert [(n, p.name) for n, p in models] == [
+        ("embedder", "all-MiniLM-L6-v2"),
+        ("reranker", "a-reranker"),
+        ("b-reranker", "b-reranker"),
+    ]
+    toml_file = tmp_path / "serve.toml"
+    toml_file.write_text(module.render_toml(models))
+    config = pytest.importorskip("twostage.server.config")
+    # The server's own loader reads the file the image points TWOSTAGE_CONFIG at.
+    loaded = config.load_config({}, env={"TWOSTAGE_CONFIG": str(toml_file)})
+    assert loaded.models == tuple((n, p) for n, p in models)
+    # A flag still wins over the file.
+    flagged = config.load_config({"models": ["x=/m"]}, env={"TWOSTAGE_CONFIG": str(toml_file)})
+    assert flagged.models == (("x", Path("/m")),)
+
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "manifest.json").write_text("{")
+    with pytest.raises(ValueError, match="broken"):
+        module.bundle_names(tmp_path)
+    with pytest.raises(ValueError, match="no bundle"):
+        module.bundle_names(tmp_path / "_train")
