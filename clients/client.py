@@ -190,9 +190,12 @@ class _Operations:
         offset = 0
         for chunk in _chunks(docs, batch_size):
             req = pb.RerankRequest(
-                query=query, documents=chunk, top_n=top_k or 0,
-                return_documents=return_documents, model=model,
-            )  # fmt: skip
+                query=query,
+                documents=chunk,
+                top_n=top_k or 0,
+                return_documents=return_documents,
+                model=model,
+            )
             reply = yield _Call("Inference", "Rerank", req)
             for r in rank_results_from_proto(reply, return_documents):
                 results.append(RankResult(r.index + offset, r.score, r.document))
@@ -231,9 +234,13 @@ class _Operations:
         if space not in SPACES:
             raise ValueError(f"space must be one of {sorted(SPACES)}, got {space!r}")
         req = pb.CreateCollectionRequest(
-            name=name, M=m, ef_construction=ef_construction, space=SPACES[space], ef=ef,
+            name=name,
+            M=m,
+            ef_construction=ef_construction,
+            space=SPACES[space],
+            ef=ef,
             embedder=embedder,
-        )  # fmt: skip
+        )
         reply = yield _Call("Collections", "CreateCollection", req)
         return CollectionInfo.from_proto(reply.collection)
 
@@ -292,9 +299,14 @@ class _Operations:
         reranker: str,
     ) -> Operation[SearchResult]:
         req = pb.SearchRequest(
-            collection=collection, query=query, top_k=top_k, candidates=candidates, ef=ef,
-            filter=dict(filter or {}), reranker=reranker,
-        )  # fmt: skip
+            collection=collection,
+            query=query,
+            top_k=top_k,
+            candidates=candidates,
+            ef=ef,
+            filter=dict(filter or {}),
+            reranker=reranker,
+        )
         if rerank is not None:
             req.rerank = rerank
         return SearchResult.from_proto((yield _Call("Search", "Search", req)))
@@ -534,10 +546,17 @@ class TwostageClient(_ClientBase):
         """
         return list(
             self.search_detailed(
-                collection, query, top_k, candidates, rerank, ef=ef, filter=filter,
-                reranker=reranker, timeout=timeout,
+                collection,
+                query,
+                top_k,
+                candidates,
+                rerank,
+                ef=ef,
+                filter=filter,
+                reranker=reranker,
+                timeout=timeout,
             ).hits
-        )  # fmt: skip
+        )
 
     def search_detailed(
         self,
@@ -739,9 +758,16 @@ class AsyncTwostageClient(_ClientBase):
     ) -> list[Hit]:
         """See :meth:`TwostageClient.search`."""
         result = await self.search_detailed(
-            collection, query, top_k, candidates, rerank, ef=ef, filter=filter,
-            reranker=reranker, timeout=timeout,
-        )  # fmt: skip
+            collection,
+            query,
+            top_k,
+            candidates,
+            rerank,
+            ef=ef,
+            filter=filter,
+            reranker=reranker,
+            timeout=timeout,
+        )
         return list(result.hits)
 
     async def search_detailed(

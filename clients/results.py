@@ -31,9 +31,14 @@ class Timings:
     def from_proto(cls, meta: pb.Metadata) -> Timings:
         models = tuple(m for m in meta.models.split(",") if m)
         return cls(
-            meta.tokenize_ns, meta.queue_ns, meta.inference_ns, meta.index_ns, meta.total_ns,
-            meta.tokens, models,
-        )  # fmt: skip
+            meta.tokenize_ns,
+            meta.queue_ns,
+            meta.inference_ns,
+            meta.index_ns,
+            meta.total_ns,
+            meta.tokens,
+            models,
+        )
 
 
 @dataclass(frozen=True)
@@ -112,8 +117,12 @@ class SearchResult:
         return cls(hits, reply.reranked, reply.ranking, Timings.from_proto(reply.metadata))
 
 
-_SPACE_NAMES = {pb.SPACE_UNSPECIFIED: "cosine", pb.SPACE_COSINE: "cosine", pb.SPACE_IP: "ip",
-                pb.SPACE_L2: "l2"}  # fmt: skip
+_SPACE_NAMES = {
+    pb.SPACE_UNSPECIFIED: "cosine",
+    pb.SPACE_COSINE: "cosine",
+    pb.SPACE_IP: "ip",
+    pb.SPACE_L2: "l2",
+}
 SPACES = {"cosine": pb.SPACE_COSINE, "ip": pb.SPACE_IP, "l2": pb.SPACE_L2}
 
 
@@ -135,9 +144,17 @@ class CollectionInfo:
     @classmethod
     def from_proto(cls, c: pb.CollectionInfo) -> CollectionInfo:
         return cls(
-            c.name, c.count, c.dim, _SPACE_NAMES.get(c.space, str(c.space)), c.M,
-            c.ef_construction, c.ef, c.embedder, c.embedder_source, c.created_unix,
-        )  # fmt: skip
+            c.name,
+            c.count,
+            c.dim,
+            _SPACE_NAMES.get(c.space, str(c.space)),
+            c.M,
+            c.ef_construction,
+            c.ef,
+            c.embedder,
+            c.embedder_source,
+            c.created_unix,
+        )
 
 
 @dataclass(frozen=True)
@@ -164,8 +181,11 @@ class GetResult:
     not_found: tuple[str, ...]
 
 
-_KIND_NAMES = {pb.MODEL_KIND_EMBEDDER: "embedder", pb.MODEL_KIND_RERANKER: "reranker",
-               pb.MODEL_KIND_CLASSIFIER: "classifier"}  # fmt: skip
+_KIND_NAMES = {
+    pb.MODEL_KIND_EMBEDDER: "embedder",
+    pb.MODEL_KIND_RERANKER: "reranker",
+    pb.MODEL_KIND_CLASSIFIER: "classifier",
+}
 
 
 @dataclass(frozen=True)
@@ -192,10 +212,23 @@ class ModelInfo:
     @classmethod
     def from_proto(cls, m: pb.ModelInfo) -> ModelInfo:
         return cls(
-            m.name, _KIND_NAMES.get(m.kind, "unspecified"), m.source, m.revision,
-            m.weights_sha256, m.variant, m.provider, m.max_length, m.dim, m.pooling, m.normalize,
-            tuple(m.labels), m.activation, m.ranking, dict(m.validation), m.is_default,
-        )  # fmt: skip
+            m.name,
+            _KIND_NAMES.get(m.kind, "unspecified"),
+            m.source,
+            m.revision,
+            m.weights_sha256,
+            m.variant,
+            m.provider,
+            m.max_length,
+            m.dim,
+            m.pooling,
+            m.normalize,
+            tuple(m.labels),
+            m.activation,
+            m.ranking,
+            dict(m.validation),
+            m.is_default,
+        )
 
 
 @dataclass(frozen=True)
