@@ -87,9 +87,11 @@ def test_describe_and_list(channel, indexed) -> None:
     stub = pb_grpc.CollectionsStub(channel)
     info = stub.DescribeCollection(pb.DescribeCollectionRequest(name="scifact"), timeout=10)
     c = info.collection
-    assert (c.count, c.dim, c.space, c.M, c.ef_construction) == (N_DOCS, 384, pb.SPACE_COSINE, 16, 200)
+    assert (c.count, c.dim, c.space) == (N_DOCS, 384, pb.SPACE_COSINE)
+    assert (c.M, c.ef_construction) == (16, 200)
     assert c.embedder == "embedder" and c.embedder_source
-    names = [x.name for x in stub.ListCollections(pb.ListCollectionsRequest(), timeout=10).collections]
+    listed = stub.ListCollections(pb.ListCollectionsRequest(), timeout=10)
+    names = [x.name for x in listed.collections]
     assert "scifact" in names
 
 
