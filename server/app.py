@@ -135,7 +135,7 @@ class App:
         cfg = self.cfg
         assert self.state is not None
         self._tokenize_pool = ThreadPoolExecutor(
-            cfg.tokenizer_threads, thread_name_prefix="tokenize"
+            cfg.tokenize_threads, thread_name_prefix="tokenize"
         )
         limits = BatchingLimits(
             max_batch_tokens=cfg.batch_tokens,

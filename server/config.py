@@ -41,8 +41,9 @@ class ServerConfig:
     precision: str = ""
     # ONNX Runtime intra-op threads per session; 0 = all CPUs this process may use.
     intra_op_threads: int = 0
-    # Threads that tokenize off the event loop (Rust encode_batch releases the GIL).
-    tokenizer_threads: int = 2
+    # Threads that tokenize off the event loop (Rust encode_batch releases the GIL); 0 = auto:
+    # 2 on CPU (the model needs the cores), up to 8 on CUDA (there tokenization is the bottleneck).
+    tokenizer_threads: int = 0
     # Batching: a batch is cut at max_batch_tokens padded tokens or max_batch_size sequences;
     # the worker waits at most max_wait_ms for more work once the first item is queued.
     # 0 = the device's default (CPU: 8192 tokens / 64 seqs; CUDA: 65536 / 512).
@@ -89,6 +90,12 @@ class ServerConfig:
         return self.max_batch_size or (512 if self.device == "cuda" else 64)
 
     @property
+    def tokenize_threads(self) -> int:
+        if self.tokenizer_threads:
+            return self.tokenizer_threads
+        return max(2, min(8, os.cpu_count() or 2)) if self.device == "cuda" else 2
+
+    @property
     def queue_tokens(self) -> int:
         return self.max_queue_tokens or 16 * self.batch_tokens
 
@@ -111,10 +118,11 @@ class ServerConfig:
             "max_top_k",
             "max_candidates",
             "max_inflight_requests",
-            "tokenizer_threads",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0", field=name)
+        if self.tokenizer_threads < 0:
+            raise ConfigError("tokenizer_threads must be >= 0", field="tokenizer_threads")
         if self.max_wait_ms < 0 or self.grace_period < 0:
             raise ConfigError("max_wait_ms and grace_period must be >= 0")
         if bool(self.tls_cert) != bool(self.tls_key):

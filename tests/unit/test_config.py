@@ -1,0 +1,58 @@
+"""Server config: flag > env > TOML > default, validated, secrets redacted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from twostage.server.config import ServerConfig, load_config
+from twostage.server.errors import ConfigError
+
+
+def test_precedence_flag_env_file(tmp_path: Path) -> None:
+    toml = tmp_path / "twostage.toml"
+    toml.write_text('[server]\nlisten = "127.0.0.1:7000"\nmax_wait_ms = 5\ngrace_period = 3\n')
+    env = {"TWOSTAGE_LISTEN": "127.0.0.1:7001", "TWOSTAGE_MAX_WAIT_MS": "7"}
+    cfg = load_config({"listen": "127.0.0.1:7002", "max_wait_ms": None}, env=env, toml_file=toml)
+    assert cfg.listen == "127.0.0.1:7002"  # flag wins
+    assert cfg.max_wait_ms == 7.0  # env beats the file
+    assert cfg.grace_period == 3.0  # file beats the default
+    assert cfg.max_inflight_requests == ServerConfig().max_inflight_requests
+
+
+def test_models_from_flags_and_env() -> None:
+    cfg = load_config({"models": ["emb=/b/e", "rr=/b/r"]}, env={})
+    assert cfg.models == (("emb", Path("/b/e")), ("rr", Path("/b/r")))
+    cfg = load_config({}, env={"TWOSTAGE_MODELS": "emb=/b/e,rr=/b/r"})
+    assert [n for n, _ in cfg.models] == ["emb", "rr"]
+
+
+@pytest.mark.parametrize(
+    ("flags", "field"),
+    [
+        ({"listen": "nope"}, "listen"),
+        ({"device": "tpu"}, "device"),
+        ({"models": ["no-equals-sign"]}, "model"),
+        ({"models": ["a=/x", "a=/y"]}, "model"),
+        ({"max_texts_per_request": 0}, "max_texts_per_request"),
+    ],
+)
+def test_bad_values_name_the_field(flags: dict, field: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(flags, env={})
+    assert err.value.field == field or field in str(err.value)
+
+
+def test_unknown_toml_key_is_refused(tmp_path: Path) -> None:
+    toml = tmp_path / "c.toml"
+    toml.write_text("[server]\nlisten_port = 1\n")
+    with pytest.raises(ConfigError, match="listen_port"):
+        load_config({}, env={}, toml_file=toml)
+
+
+def test_secrets_are_redacted_and_gpu_defaults_differ() -> None:
+    cfg = load_config({"auth_token": "s3cret"}, env={})
+    assert "s3cret" not in str(cfg.redacted())
+    cuda = load_config({"device": "cuda"}, env={})
+    assert cuda.batch_tokens > cfg.batch_tokens and cuda.batch_size > cfg.batch_size
