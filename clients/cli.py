@@ -177,11 +177,6 @@ def _documents(path: Path) -> tuple[Path, Iterator[Document]]:
     return source, read()
 
 
-def _count_lines(path: Path) -> int:
-    with path.open("rb") as handle:
-        return sum(1 for line in handle if line.strip())
-
-
 def _batched(items: Iterator[Document], size: int) -> Iterator[list[Document]]:
     batch: list[Document] = []
     for item in items:
@@ -201,7 +196,8 @@ def _ingest(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     source, docs = _documents(args.file)
-    total = _count_lines(source)
+    # Read the whole file once before touching the server: a bad line fails fast, not midway.
+    total = sum(1 for _ in _documents(args.file)[1])
     with _client(args) as client:
         try:
             client.describe_collection(args.collection)
@@ -468,16 +464,16 @@ def _eval(args: argparse.Namespace) -> int:
     data = report.to_dict(with_runs=True)
     data["address"] = _address(args)
     data["beir_dir"] = str(args.beir_dir)
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(data, indent=2) + "\n")
+    if args.json_out:
+        args.json_out.parent.mkdir(parents=True, exist_ok=True)
+        args.json_out.write_text(json.dumps(data, indent=2) + "\n")
     if args.json:
         data.pop("runs")
         _print_json(data)
     else:
         print(report.table())
-        if args.output:
-            print(f"wrote {args.output}")
+        if args.json_out:
+            print(f"wrote {args.json_out}")
     return 0
 
 
@@ -661,7 +657,7 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--concurrency", type=int, default=1, help="queries in flight (default 1: clean latencies)"
     )
-    p.add_argument("--output", type=Path, help="write the full report (with runs) as JSON")
+    p.add_argument("--json-out", type=Path, help="write the full report (with runs) as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=_guarded(_eval))
 

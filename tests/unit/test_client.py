@@ -284,3 +284,28 @@ def test_tls_with_root_certificates_and_token(tmp_path: Path) -> None:
             plain.encode(["a"], timeout=5)
     finally:
         server.stop(None)
+
+
+def test_clients_import_only_protos_grpc_numpy_and_client_tools() -> None:
+    import ast
+
+    allowed_roots = {"grpc", "grpc_health", "numpy", "hdrh", "ir_measures", "matplotlib", "tqdm"}
+    forbidden = ("twostage.server", "twostage.export", "twostage.train", "onnxruntime")
+    root = Path(__file__).resolve().parents[2] / "clients"
+    import sys
+
+    for path in sorted(root.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            for name in names:
+                top = name.split(".")[0]
+                assert not name.startswith(forbidden), f"{path.name} imports {name}"
+                assert (
+                    top in allowed_roots
+                    or top in sys.stdlib_module_names
+                    or name.startswith(("twostage.clients", "twostage.protos", "__future__"))
+                ), f"{path.name} imports {name}"
