@@ -440,6 +440,7 @@ def _eval(args: argparse.Namespace) -> int:
     split = EvalSplit.load(args.beir_dir, args.split, max_queries=args.max_queries)
     modes = ["dense", "rerank"] if args.modes == "both" else [args.modes]
     with _client(args) as client:
+        client.describe_collection(args.collection)  # fail with one line before the bar shows
         bar = tqdm(
             total=len(split.queries) * len(modes),
             unit="query",

@@ -71,3 +71,27 @@ def test_document_text_joins_title_and_body() -> None:
     assert document_text("Title", "Body.") == "Title Body."
     assert document_text("", "Body.") == "Body."
     assert document_text("Title", " ") == "Title"
+
+
+def test_report_table_and_json_side_by_side() -> None:
+    from twostage.clients.beir import EvalReport, ModeResult
+
+    qrels = {"q1": {"a": 1}, "q2": {"b": 1}}
+    runs = {
+        "dense": {"q1": [("x", 2.0), ("a", 1.0)], "q2": [("b", 1.0)]},
+        "rerank": {"q1": [("a", 0.9), ("x", 0.1)], "q2": [("b", 0.8)]},
+    }
+    report = EvalReport("c", "test", 2, 2, 2, 10)
+    for mode, run in runs.items():
+        report.modes[mode] = ModeResult(
+            run, compute_metrics(qrels, run), [0.01, 0.03], [0.005, 0.02], 0.04
+        )
+    lines = report.table().splitlines()
+    assert lines[1].split() == ["dense", "dense+rerank"]
+    assert lines[2].split() == ["nDCG@10", f"{(1 / math.log2(3) + 1) / 2:.4f}", "1.0000"]
+    assert lines[3].split() == ["MRR@10", "0.7500", "1.0000"]
+    data = report.to_dict()
+    assert data["modes"]["rerank"]["metrics"]["RR@10"] == 1.0
+    assert data["modes"]["dense"]["queries_per_s"] == pytest.approx(50.0)
+    assert data["runs"]["rerank"]["q1"] == [["a", 0.9], ["x", 0.1]]
+    assert "runs" not in report.to_dict(with_runs=False)
