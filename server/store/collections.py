@@ -407,6 +407,8 @@ class Collection:
                 labels, scores = self._index.search(
                     query, k, ef=ef, filter=allowed.__contains__, max_matches=len(allowed)
                 )
+                if labels.size < min(k, len(allowed)):  # HNSW fell short: answer exactly
+                    labels, scores = self._exact_search(query, k, wanted)
         docs = self._store.get_by_labels(labels.tolist())
         hits = []
         for label, score in zip(labels.tolist(), scores.tolist(), strict=True):

@@ -361,19 +361,34 @@ class HnswIndex:
             want = min(k, live)
             # Asking for more neighbours is how a larger ef is applied per request.
             ask = min(max(want, ef or 0), live)
-            while True:
-                try:
-                    labels, distances = self._index.knn_query(query, k=ask, filter=filter)
-                    break
-                except RuntimeError:
-                    # Fewer than `ask` reachable (a selective filter, a graph cut by deletions):
-                    # hnswlib refuses to return a ragged array, so ask for fewer.
-                    if ask <= 1:
-                        return _empty_result()
-                    ask = want if ask > want else ask // 2
+            found = self._knn(query, ask, filter)
+            if found is None and ask > want:
+                found = self._knn(query, want, filter)
+            if found is None:
+                # Fewer than `want` reachable (a selective filter, a graph cut by deletions):
+                # hnswlib refuses a ragged answer, so find the most it can give by bisection.
+                lo, hi = 0, want  # lo succeeds (or is 0), hi fails
+                while hi - lo > 1:
+                    mid = (lo + hi) // 2
+                    got = self._knn(query, mid, filter)
+                    if got is None:
+                        hi = mid
+                    else:
+                        lo, found = mid, got
+                if found is None:
+                    return _empty_result()
+        labels, distances = found
         labels = labels[0, :want].astype(np.int64)
         scores = _distance_to_score(self.space, distances[0, :want])
         return labels, scores
+
+    def _knn(
+        self, query: np.ndarray, k: int, filter: LabelFilter | None
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        try:
+            return self._index.knn_query(query, k=k, filter=filter)
+        except RuntimeError:
+            return None
 
     def vectors(self, labels: Sequence[int] | np.ndarray) -> np.ndarray:
         """Stored vectors of live labels (normalised for cosine); KeyError names a missing one."""
