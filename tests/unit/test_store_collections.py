@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +40,7 @@ def corpus(request: pytest.FixtureRequest) -> Corpus:
 
 
 @pytest.fixture
-def manager(tmp_path: Path) -> CollectionManager:
+def manager(tmp_path: Path) -> Iterator[CollectionManager]:
     m = CollectionManager(tmp_path / "data")
     m.open_all()
     yield m

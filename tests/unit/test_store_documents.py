@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ def corpus(request: pytest.FixtureRequest) -> Corpus:
 
 
 @pytest.fixture
-def store(tmp_path: Path, corpus: Corpus) -> DocumentStore:
+def store(tmp_path: Path, corpus: Corpus) -> Iterator[DocumentStore]:
     s = DocumentStore(tmp_path / "documents.sqlite", corpus.dim)
     yield s
     s.close()
