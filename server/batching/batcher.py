@@ -211,12 +211,25 @@ class _PendingQueue:
                     best = high
             if best is None:
                 break
-            item = next(iter(self._buckets[best].values()))
-            self.discard(item)
-            if alive(item):
-                batch.append(item)
-                padded = max(padded, item.length)
-                real += item.length
+            # Drain that bucket while it fits: it stays the cheapest choice (its waste is fixed,
+            # a longer length only costs more as n grows), so no new search per item.
+            bucket = self._buckets[best]
+            while True:
+                item = next(iter(bucket.values()))
+                self.discard(item)
+                if alive(item):
+                    batch.append(item)
+                    padded = max(padded, best)
+                    real += best
+                n1 = len(batch) + 1
+                cost = padded * n1
+                if (
+                    not bucket
+                    or n1 > max_size
+                    or cost > max_tokens
+                    or (max_ratio is not None and cost > max_ratio * (real + best))
+                ):
+                    break
         return batch
 
 
@@ -307,6 +320,7 @@ class DynamicBatcher(Generic[T, P, R]):
         self._queue = _PendingQueue()
         self._requests: set[_Request] = set()
         self._seq = itertools.count()
+        self._expired = 0  # requests answered with DeadlineExceeded while queued
         self._running: _Run | None = None  # the batch in (or last in) the model thread
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wakeup: asyncio.Event | None = None
@@ -477,14 +491,17 @@ class DynamicBatcher(Generic[T, P, R]):
 
     def _pack(self) -> list[_Item]:
         now = self._clock()
+        expired = self._expired
         batch = self._queue.pack(
             self.max_batch_tokens,
             self.max_batch_size,
             self.max_padding_ratio,
             lambda item: self._alive(item, now),
         )
-        # A deadline found while packing answers the whole request: drop its siblings taken earlier.
-        batch = [item for item in batch if self._alive(item, now)]
+        if self._expired != expired:
+            # A deadline found while packing answered its whole request: drop the siblings
+            # taken before it.
+            batch = [item for item in batch if self._alive(item, now)]
         self._update_gauges()
         return batch
 
@@ -496,6 +513,7 @@ class DynamicBatcher(Generic[T, P, R]):
             self._m_dropped[reason].inc()
             return False
         if request.deadline is not None and now >= request.deadline:
+            self._expired += 1
             self._fail(
                 request,
                 DeadlineExceeded(f"deadline passed while queued for model {self.name}"),

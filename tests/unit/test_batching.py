@@ -54,8 +54,12 @@ class FakeRuntime:
         self.ran: list[int] = []  # first value of every row that went through run
         self.runs_started = 0
         self.fail_on: dict[int, BaseException] = {}  # run raises this if the value is in a batch
+        self.fail_prepare_on: dict[int, BaseException] = {}  # the same for prepare
 
     def prepare(self, items: list[list[int]]) -> np.ndarray:
+        for x in items:
+            if x[0] in self.fail_prepare_on:
+                raise self.fail_prepare_on[x[0]]
         width = max(len(x) for x in items)
         feed = np.zeros((len(items), width), dtype=np.int64)
         for row, x in enumerate(items):
@@ -168,7 +172,7 @@ async def test_concurrent_single_item_submits_share_batches(make: Any) -> None:
 
 
 async def test_request_fans_out_and_comes_back_in_order(make: Any) -> None:
-    batcher, runtime, _ = await make(max_batch_tokens=64, max_batch_size=8)
+    batcher, runtime, metrics = await make(max_batch_tokens=64, max_batch_size=8)
     rng = random.Random(2)
     calls = [item(rng.randint(1, 16)) for _ in range(100)]
     result = await batcher.submit([x for x, _ in calls], [len(x) for x, _ in calls])
@@ -176,6 +180,11 @@ async def test_request_fans_out_and_comes_back_in_order(make: Any) -> None:
     assert result.outputs == [expected for _, expected in calls]
     assert result.batches == len(runtime.shapes) > 1
     assert result.inference_ns > 0 and result.queue_ns >= 0
+    count = "twostage_stage_latency_seconds_count"
+    sample = metrics.registry.get_sample_value
+    assert sample(count, {"model": "fake", "stage": "inference"}) == result.batches
+    assert sample(count, {"model": "fake", "stage": "queue"}) == 1  # one request
+    assert sample("twostage_batch_size_count", {"model": "fake"}) == result.batches
 
 
 async def test_batches_respect_token_budget_and_size(make: Any) -> None:
@@ -407,6 +416,17 @@ async def test_a_failing_batch_fails_only_its_own_items(make: Any, caplog: Any) 
     assert value(metrics.batcher_failures, "fake", "ValueError") == 1
 
 
+async def test_a_failing_prepare_fails_only_its_batch(make: Any) -> None:
+    batcher, runtime, _ = await make(max_batch_size=1)
+    bad, _ = item(2)
+    runtime.fail_prepare_on[bad[0]] = ValueError("cannot pad")
+    good, good_answer = item(2)
+    with pytest.raises(InternalError, match="failed to prepare"):
+        await batcher.submit([bad], [2])
+    assert (await batcher.submit([good], [2])).outputs == [good_answer]
+    assert batcher.healthy
+
+
 async def test_a_failed_item_answers_its_request_and_drops_its_siblings(make: Any) -> None:
     batcher, runtime, metrics = await make(max_batch_size=1)
     blocker = await hold_model(batcher, runtime)
@@ -426,18 +446,20 @@ async def test_a_failed_item_answers_its_request_and_drops_its_siblings(make: An
     assert value(metrics.dropped, "fake", "failed") == 4
 
 
-async def test_worker_death_fails_pending_calls_and_reports(make: Any) -> None:
+@pytest.mark.parametrize("stage", ["run", "prepare"])
+async def test_worker_death_fails_pending_calls_and_reports(make: Any, stage: str) -> None:
     failures: list[BaseException] = []
     batcher, runtime, _ = await make()
     batcher.on_failure = failures.append
-    runtime.gate.clear()
+    blocker = await hold_model(batcher, runtime)
     crash, _ = item(1)
-    runtime.fail_on[crash[0]] = Crash()
+    (runtime.fail_on if stage == "run" else runtime.fail_prepare_on)[crash[0]] = Crash()
     crash_task = asyncio.create_task(batcher.submit([crash], [1]))
-    await runtime.until(lambda: runtime.runs_started == 1)
+    await settle()
     pending = [asyncio.create_task(batcher.submit([item(3)[0]], [3])) for _ in range(5)]
     await settle()
     runtime.gate.set()
+    await blocker
     for task in [crash_task, *pending]:
         with pytest.raises(Unavailable):
             await task
