@@ -439,13 +439,13 @@ class DynamicBatcher(Generic[T, P, R]):
                 if batch is None:
                     break
                 held = batch
-                feed = await self._prepare(batch)
+                prepared = await self._prepare(batch)
                 if self._running is not None:
                     await self._await_run(self._running)
-                if feed is not None:
-                    batch, feed = await self._recheck(batch, feed)
-                    if batch:
-                        self._dispatch(batch, feed)
+                if prepared is not None:
+                    checked = await self._recheck(batch, prepared[0])
+                    if checked is not None:
+                        self._dispatch(*checked)
                 held = []
             if self._running is not None:
                 await self._await_run(self._running)
@@ -523,8 +523,9 @@ class DynamicBatcher(Generic[T, P, R]):
             return False
         return True
 
-    async def _prepare(self, batch: list[_Item]) -> P | None:
-        """Build the feed in the prepare thread; on error fail the batch and return None."""
+    async def _prepare(self, batch: list[_Item]) -> tuple[P] | None:
+        """Build the feed in the prepare thread: ``(feed,)``, or None once a failure answered
+        the batch."""
         assert self._loop is not None
         values = [item.value for item in batch]
         start = time.perf_counter_ns()
@@ -534,22 +535,25 @@ class DynamicBatcher(Generic[T, P, R]):
             self._fail_batch(batch, exc, "prepare")
             return None
         self._m_prepare_latency.observe((time.perf_counter_ns() - start) / 1e9)
-        return feed
+        return (feed,)
 
-    async def _recheck(self, batch: list[_Item], feed: P) -> tuple[list[_Item], P | None]:
-        """Drop items whose caller left while the batch waited; re-prepare the rest if needed."""
+    async def _recheck(self, batch: list[_Item], feed: P) -> tuple[list[_Item], P] | None:
+        """Drop items whose caller left while the batch waited; re-prepare the rest if needed.
+
+        None when nothing is left to run (every item dropped, or the re-prepare failed).
+        """
         while True:
             now = self._clock()
             live = [item for item in batch if self._alive(item, now)]
             if len(live) == len(batch):
                 return batch, feed
             if not live:
-                return [], None
+                return None
             batch = live
-            new_feed = await self._prepare(batch)
-            if new_feed is None:
-                return [], None
-            feed = new_feed
+            prepared = await self._prepare(batch)
+            if prepared is None:
+                return None
+            feed = prepared[0]
 
     def _dispatch(self, batch: list[_Item], feed: P) -> None:
         assert self._loop is not None
