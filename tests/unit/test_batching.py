@@ -220,6 +220,23 @@ async def test_waits_for_more_items_until_the_batch_is_full(make: Any) -> None:
     assert runtime.shapes == [(4, 3)]
 
 
+async def test_a_lone_item_runs_once_max_wait_has_passed(make: Any) -> None:
+    batcher, runtime, _ = await make(max_wait_ms=5)
+    x, expected = item(3)
+    assert (await batcher.submit([x], [3])).outputs == [expected]
+    assert runtime.shapes == [(1, 3)]
+
+
+async def test_draining_does_not_wait_out_max_wait(make: Any) -> None:
+    batcher, runtime, _ = await make(max_wait_ms=600_000)
+    x, expected = item(3)
+    task = asyncio.create_task(batcher.submit([x], [3]))
+    await settle()
+    assert runtime.prepared == []  # waiting for company
+    await batcher.stop(grace=WAIT_S)
+    assert (await task).outputs == [expected]
+
+
 # ------------------------------------------------------------------------------- packing
 
 
