@@ -142,6 +142,7 @@ class App:
             max_batch_size=cfg.batch_size,
             max_wait_ms=cfg.max_wait_ms,
             max_queue_tokens=cfg.queue_tokens,
+            max_padding_ratio=cfg.padding_ratio_cap,
         )
         for name, path in self.model_specs():
             runtime = await asyncio.to_thread(

@@ -50,6 +50,9 @@ class ServerConfig:
     max_batch_tokens: int = 0
     max_batch_size: int = 0
     max_wait_ms: float = 2.0
+    # Cap on a batch's padded / real tokens (CPU: padding is compute; 0 = device default:
+    # 1.2 on CPU, no cap on CUDA where a wider batch costs little).
+    max_padding_ratio: float = 0.0
     # Queue limit per model in tokens: over it, RESOURCE_EXHAUSTED at once (memory stays bounded).
     max_queue_tokens: int = 0
     # In-flight RPC limit; over it, RESOURCE_EXHAUSTED at once.
@@ -90,6 +93,12 @@ class ServerConfig:
         return self.max_batch_size or (512 if self.device == "cuda" else 64)
 
     @property
+    def padding_ratio_cap(self) -> float | None:
+        if self.max_padding_ratio:
+            return self.max_padding_ratio
+        return None if self.device == "cuda" else 1.2
+
+    @property
     def tokenize_threads(self) -> int:
         if self.tokenizer_threads:
             return self.tokenizer_threads
@@ -121,6 +130,8 @@ class ServerConfig:
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0", field=name)
+        if self.max_padding_ratio and self.max_padding_ratio < 1.0:
+            raise ConfigError("max_padding_ratio must be >= 1.0", field="max_padding_ratio")
         if self.tokenizer_threads < 0:
             raise ConfigError("tokenizer_threads must be >= 0", field="tokenizer_threads")
         if self.max_wait_ms < 0 or self.grace_period < 0:

@@ -54,6 +54,7 @@ class BatchingLimits:
     max_batch_size: int
     max_wait_ms: float
     max_queue_tokens: int
+    max_padding_ratio: float | None = None
 
 
 class ServedModel:
@@ -74,6 +75,7 @@ class ServedModel:
         self.is_default = is_default
         self._pool = tokenize_pool
         self._tokenize_latency = metrics.stage_latency.labels(name, "tokenize")
+        # queue / prepare / inference stage latencies are recorded by the batcher itself
         self.batcher: DynamicBatcher[Encoded, dict[str, np.ndarray], np.ndarray] = DynamicBatcher(
             name,
             prepare=runtime.collate,
@@ -82,6 +84,7 @@ class ServedModel:
             max_batch_size=limits.max_batch_size,
             max_wait_ms=limits.max_wait_ms,
             max_queue_tokens=limits.max_queue_tokens,
+            max_padding_ratio=limits.max_padding_ratio,
             metrics=metrics,
             on_failure=on_failure,
         )
