@@ -49,7 +49,6 @@ def register(subparsers: Any) -> None:
     a("--max-batch-size", type=int, help="sequences per model batch (0 = device default)")
     a("--max-wait-ms", type=float, help="how long an idle model waits to fill a batch")
     a("--max-padding-ratio", type=float, help="cap on padded/real tokens per batch (CPU 1.2)")
-    a("--max-padding-ratio", type=float, help="cap on padded/real tokens per batch (CPU 1.2)")
     a("--max-queue-tokens", type=int, help="queued tokens per model before RESOURCE_EXHAUSTED")
     a("--max-inflight-requests", type=int, help="RPCs in flight before RESOURCE_EXHAUSTED")
     a("--max-texts-per-request", type=int, help="texts per Embed / documents per Rerank")
