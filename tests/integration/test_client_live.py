@@ -20,12 +20,13 @@ from twostage.clients.results import Document
 SCIFACT = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "scifact"
 
 
-def scifact_documents(n: int) -> list[Document]:
+def scifact_documents(n: int, chars: int = 600) -> list[Document]:
+    """The first n SciFact abstracts (title + text, cut at ``chars`` to keep the tests quick)."""
     docs = []
     with corpus_path(SCIFACT).open(encoding="utf-8") as handle:
         for line in handle:
             rec = json.loads(line)
-            text = document_text(rec["title"], rec["text"])
+            text = document_text(rec["title"], rec["text"])[:chars]
             docs.append(Document(rec["_id"], text, {"title": rec["title"][:40]}))
             if len(docs) == n:
                 break
@@ -69,16 +70,16 @@ def test_encode_gives_normalized_rows_and_async_agrees(client, live_server) -> N
 
 
 def test_rank_and_score_pairs_agree(client) -> None:
-    docs = [d.text for d in scifact_documents(8)]
+    docs = [d.text for d in scifact_documents(6, chars=300)]
     query = "cerebral white matter development in newborns"
     ranked = client.rank(query, docs)
-    assert sorted(r.index for r in ranked) == list(range(8))
+    assert sorted(r.index for r in ranked) == list(range(6))
     scores = [r.score for r in ranked]
     assert scores == sorted(scores, reverse=True)
     pair_scores = client.score_pairs([(query, d) for d in docs])
-    assert pair_scores.shape == (8,) and pair_scores.dtype == np.float32
+    assert pair_scores.shape == (6,) and pair_scores.dtype == np.float32
     by_index = {r.index: r.score for r in ranked}
-    np.testing.assert_allclose([by_index[i] for i in range(8)], pair_scores, atol=0.02)
+    np.testing.assert_allclose([by_index[i] for i in range(6)], pair_scores, atol=0.02)
     top = client.rank(query, docs, top_k=3, return_documents=True, batch_size=3)
     assert [r.index for r in top] == [r.index for r in ranked[:3]]
     assert top[0].document == docs[top[0].index]
@@ -99,13 +100,13 @@ def test_classify_returns_probabilities(client) -> None:
 
 def test_collection_lifecycle_and_search(client) -> None:
     name = "client-lifecycle"
-    docs = scifact_documents(40)
+    docs = scifact_documents(30)
     created = client.create_collection(name)
     assert created.name == name and created.count == 0 and created.dim == 384
     with pytest.raises(AlreadyExistsError):
         client.create_collection(name)
-    assert client.upsert(name, docs, batch_size=16).upserted == 40
-    assert client.describe_collection(name).count == 40
+    assert client.upsert(name, docs, batch_size=16).upserted == 30
+    assert client.describe_collection(name).count == 30
     assert name in {c.name for c in client.list_collections()}
 
     got = client.get(name, [docs[3].id, "no-such-id", docs[1].id])
@@ -113,24 +114,24 @@ def test_collection_lifecycle_and_search(client) -> None:
     assert got.documents[0].text == docs[3].text and got.not_found == ("no-such-id",)
 
     query = docs[5].text[:200]
-    hits = client.search(name, query, top_k=5, candidates=20)
+    hits = client.search(name, query, top_k=5, candidates=10)
     assert len(hits) == 5 and [h.rank for h in hits] == [1, 2, 3, 4, 5]
     assert all(h.rerank_score is not None for h in hits)
-    dense = client.search_detailed(name, query, top_k=5, candidates=20, rerank=False)
+    dense = client.search_detailed(name, query, top_k=5, candidates=10, rerank=False)
     assert not dense.reranked and dense.hits[0].id == docs[5].id
     assert all(h.rerank_score is None for h in dense.hits)
     assert [h.dense_rank for h in dense.hits] == [1, 2, 3, 4, 5]
     assert dense.timings.total_ns > 0
     # the reranked hits are a reordering of the same candidates
     assert {h.id for h in hits} <= {
-        h.id for h in client.search(name, query, top_k=20, candidates=20, rerank=False)
+        h.id for h in client.search(name, query, top_k=10, candidates=10, rerank=False)
     }
 
     deleted = client.delete(name, [docs[0].id, "no-such-id"])
     assert deleted.deleted == 1 and deleted.not_found == ("no-such-id",)
-    assert client.describe_collection(name).count == 39
+    assert client.describe_collection(name).count == 29
     with pytest.raises(InvalidArgumentError) as err:
-        client.search(name, query, top_k=30, candidates=20)
+        client.search(name, query, top_k=30, candidates=10)
     assert "top_k" in err.value.message
     client.drop_collection(name)
     with pytest.raises(NotFoundError) as missing:

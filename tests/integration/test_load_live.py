@@ -21,8 +21,8 @@ def small_collection(live_server) -> str:
     with (SCIFACT / "corpus.jsonl").open(encoding="utf-8") as handle:
         for line in handle:
             rec = json.loads(line)
-            docs.append(Document(rec["_id"], f"{rec['title']} {rec['text']}"))
-            if len(docs) == 30:
+            docs.append(Document(rec["_id"], f"{rec['title']} {rec['text'][:400]}"))
+            if len(docs) == 20:
                 break
     with TwostageClient(live_server.address, timeout=120) as client:
         client.create_collection("load-docs")
@@ -54,7 +54,7 @@ def test_closed_loop_search(live_server, small_collection, tmp_path: Path, capsy
         "--concurrency",
         "2",
         "--candidates",
-        "10",
+        "5",
         "--top-k",
         "5",
         "--plot",
@@ -94,11 +94,11 @@ def test_open_loop_overload_counts_resource_exhausted(overload_server, tmp_path:
         "--rpc",
         "embed",
         "--queries",
-        str(SCIFACT / "corpus.jsonl"),
+        str(QUERIES),
         "--rate",
         "300",
         "--batch",
-        "8",
+        "32",
     )
     assert report["errors"].get("RESOURCE_EXHAUSTED", 0) > 0, report
     assert report["ok"] > 0, report
