@@ -318,7 +318,7 @@ def plot(report: LoadReport, path: Path) -> None:
     left.legend(loc="upper left")
     h = report.histogram
     if h.get_total_count():
-        ps = [0, 50, 75, 90, 95, 99, 99.5, 99.9, 99.99]
+        ps = [0, 50, 90, 99, 99.9, 99.99]
         xs = [1.0 / (1.0 - p / 100.0) for p in ps]
         ys = [h.get_value_at_percentile(p) / 1000.0 for p in ps]
         right.plot(xs, ys, marker="o")

@@ -46,6 +46,7 @@ def test_info_and_health(client) -> None:
     embedder = next(m for m in info.models if m.kind == "embedder" and m.is_default)
     assert embedder.dim == 384 and embedder.provider
     assert info.limits.max_texts_per_request > 0
+    client.wait_until_serving(timeout=30)
     assert client.health() == "SERVING"
     assert client.health("twostage.v1.Search") == "SERVING"
 
@@ -60,6 +61,7 @@ def test_encode_gives_normalized_rows_and_async_agrees(client, live_server) -> N
 
     async def via_async() -> np.ndarray:
         async with AsyncTwostageClient(live_server.address, timeout=120) as aclient:
+            await aclient.wait_until_serving(timeout=30)
             return await aclient.encode(texts)
 
     import asyncio
