@@ -129,7 +129,8 @@ def _evaluate_pairs(model: Any, pairs: PairSet) -> dict[str, float]:
     return {"roc_auc": roc_auc(cos, [int(v) for v in pairs.labels])}
 
 
-def _evaluate_retrieval(model: Any, job: BiEncoderJob) -> dict[str, dict[str, float]]:
+def _evaluate_retrieval(model: Any, job: BiEncoderJob) -> tuple[dict[str, Any], Any]:
+    """Dense nDCG@10/R@100 on the held-back (and test) queries, and the corpus embeddings."""
     assert job.beir is not None
     emb = encode_corpus(model, job.beir, cache_dir=job.cache_dir)
     out = {}
@@ -140,10 +141,12 @@ def _evaluate_retrieval(model: Any, job: BiEncoderJob) -> dict[str, dict[str, fl
         if queries:
             ranking = dense_ranking(model, job.beir, queries, emb, 100)
             out[name] = retrieval_figures(job.beir.qrels[split], ranking.run(job.beir, 100))
-    return out
+    return out, emb
 
 
-def _beir_dataset(model: Any, job: BiEncoderJob) -> tuple[dict[str, list[str]], dict[str, Any]]:
+def _beir_dataset(
+    model: Any, job: BiEncoderJob, emb: Any
+) -> tuple[dict[str, list[str]], dict[str, Any]]:
     """(query, positive[, negative_i]) columns, one row per judged positive of a training query."""
     beir = job.beir
     assert beir is not None
@@ -153,7 +156,6 @@ def _beir_dataset(model: Any, job: BiEncoderJob) -> tuple[dict[str, list[str]], 
     negatives: dict[str, list[str]] = {}
     info: dict[str, Any] = {"positive_pairs": 0}
     if job.hard_negatives:
-        emb = encode_corpus(model, beir, cache_dir=job.cache_dir)
         dense = dense_ranking(model, beir, queries, emb, 100)
         lexical = bm25_top_k(beir.corpus_texts, [beir.queries[q] for q in queries], 100)
         rng = random.Random(job.recipe.seed)
@@ -199,9 +201,9 @@ def run_bi_encoder(job: BiEncoderJob) -> RunReport:
         )
         with report.timed("eval_before"):
             say("evaluating the base model (dense retrieval)")
-            before = _evaluate_retrieval(model, job)
+            before, base_emb = _evaluate_retrieval(model, job)
         with report.timed("mine"):
-            columns, info = _beir_dataset(model, job)
+            columns, info = _beir_dataset(model, job, base_emb)
         report.data.update(info)
     else:
         assert job.pairs is not None
@@ -241,7 +243,7 @@ def run_bi_encoder(job: BiEncoderJob) -> RunReport:
     model.max_seq_length = serving_max_length
     with report.timed("eval_after"):
         if job.beir is not None:
-            after = _evaluate_retrieval(model, job)
+            after, _ = _evaluate_retrieval(model, job)
         else:
             assert job.pairs is not None
             after = {"heldout": _evaluate_pairs(model, job.pairs[1])}

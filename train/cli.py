@@ -49,6 +49,7 @@ def register(subparsers: Any) -> None:
         default=80,
         help="BEIR: training queries held back for evaluation (default 80)",
     )
+    _cache(bi)
     bi.add_argument(
         "--hard-negatives",
         type=int,
@@ -87,6 +88,7 @@ def register(subparsers: Any) -> None:
         "data", metavar="BEIR_DIR", help="BEIR folder with corpus, queries, qrels/train.tsv"
     )
     _common(rr)
+    _cache(rr)
     rr.add_argument(
         "--bi-encoder",
         metavar="MODEL",
@@ -114,8 +116,21 @@ def register(subparsers: Any) -> None:
         default=30,
         help="dense candidates reranked per query when fitting (default 30)",
     )
+    rr.add_argument(
+        "--embed-max-length",
+        type=int,
+        help="tokens per corpus text for the bi-encoder (default: its own; 128 is ~2x faster)",
+    )
     rr.add_argument("--test", metavar="SPLIT", help="also report figures on this qrels split")
     rr.set_defaults(handler=_run_reranker, max_length=192, lr=2e-5, batch_size=16)
+
+
+def _cache(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        help="cache corpus embeddings here between runs (BEIR data only)",
+    )
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -131,12 +146,18 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-steps", type=int, default=-1, help="stop after N steps (overrides --epochs)"
     )
-    parser.add_argument("--batch-size", type=int, help="examples per step")
-    parser.add_argument("--lr", type=float, help="peak learning rate (linear warm-up and decay)")
+    parser.add_argument("--batch-size", type=int, help="examples per step (default %(default)s)")
+    parser.add_argument(
+        "--lr",
+        type=float,
+        help="peak learning rate, linear warm-up and decay (default %(default)s)",
+    )
     parser.add_argument(
         "--warmup-ratio", type=float, default=0.1, help="warm-up share of the steps"
     )
-    parser.add_argument("--max-length", type=int, help="tokens per training example")
+    parser.add_argument(
+        "--max-length", type=int, help="tokens per training example (default %(default)s)"
+    )
     parser.add_argument(
         "--seed", type=int, default=12, help="seed for data order, head init, sampling"
     )
@@ -151,11 +172,6 @@ def _common(parser: argparse.ArgumentParser) -> None:
         choices=("auto", "on", "off"),
         default="auto",
         help="bf16 autocast: auto = only where the CPU/GPU has native bf16",
-    )
-    parser.add_argument(
-        "--cache-dir",
-        metavar="DIR",
-        help="cache corpus embeddings here between runs (BEIR data only)",
     )
 
 
@@ -222,6 +238,7 @@ def _run_reranker(args: argparse.Namespace) -> int:
             depth=args.depth,
             heldout_queries=args.heldout_queries,
             candidates=args.candidates,
+            embed_max_length=args.embed_max_length,
             test_split=args.test,
         )
         return prepare_reranker(

@@ -58,5 +58,12 @@ def save_checkpoint(model: Any, out_dir: Path, serving_max_length: int) -> None:
     tokenizer = getattr(model, "tokenizer", None)
     if tokenizer is not None:
         tokenizer.model_max_length = serving_max_length
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        if backend is not None:
+            # tokenizer.json then says what serving does: truncate at the serving length
+            # (longest input first), pad per batch; the MiniLM base ships "pad to 128, cut at 128".
+            backend.enable_truncation(max_length=serving_max_length, strategy="longest_first")
+            pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+            backend.enable_padding(pad_id=pad_id, pad_token=tokenizer.pad_token or "[PAD]")
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out_dir))

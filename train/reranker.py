@@ -42,6 +42,10 @@ class RerankerOptions:
     heldout_queries: int = 80  # training queries kept out of training to fit the fusion weight
     candidates: int = 30  # dense candidates reranked per query (as the server will)
     serving_max_length: int = 256
+    # tokens per corpus text when the bi-encoder embeds the corpus (None: the model's own, as
+    # served). Shorter is faster (128: about half the time) but the fusion is then fitted on
+    # slightly different dense scores than the server's.
+    embed_max_length: int | None = None
     test_split: str | None = None  # also report figures on this qrels split (never used to fit)
 
 
@@ -247,6 +251,8 @@ def run_reranker(job: RerankerJob) -> RunReport:
 
     with report.timed("embed_corpus"):
         bi = SentenceTransformer(job.bi_encoder, local_files_only=Path(job.bi_encoder).exists())
+        if opts.embed_max_length:
+            bi.max_seq_length = min(opts.embed_max_length, bi.max_seq_length)
         corpus = encode_corpus(bi, beir, cache_dir=job.cache_dir)
     with report.timed("dense_search"):
         k = max(opts.depth, opts.candidates)

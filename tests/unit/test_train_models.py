@@ -76,6 +76,9 @@ def test_similarity_cross_encoder_has_one_sigmoid_output(stsb_run: Path) -> None
     assert hf.config.num_labels == 1
     tok = json.loads((stsb_run / "tokenizer_config.json").read_text())
     assert tok["model_max_length"] == 256  # the serving length, not the training one
+    fast = json.loads((stsb_run / "tokenizer.json").read_text())
+    assert fast["truncation"]["max_length"] == 256
+    assert fast["padding"]["strategy"] == "BatchLongest"  # not the base's fixed 128
 
 
 def test_classifier_has_named_softmax_outputs(work: Path) -> None:
