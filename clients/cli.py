@@ -189,12 +189,16 @@ def _batched(items: Iterator[Document], size: int) -> Iterator[list[Document]]:
 
 
 def _ingest(args: argparse.Namespace) -> int:
+    from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+
     from tqdm import tqdm
 
     from twostage.clients.errors import NotFoundError, TwostageError
 
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.parallel < 1:
+        raise ValueError(f"--parallel must be >= 1, got {args.parallel}")
     source, docs = _documents(args.file)
     # Read the whole file once before touching the server: a bad line fails fast, not midway.
     total = sum(1 for _ in _documents(args.file)[1])
@@ -216,17 +220,41 @@ def _ingest(args: argparse.Namespace) -> int:
             disable=args.no_progress or None,
             file=sys.stderr,
         )
+
+        def send(batch: list[Document]) -> tuple[int, int, int]:
+            """Upsert the ids of ``batch`` the server lacks: (upserted, skipped, batch size)."""
+            todo = batch
+            if not args.no_resume:
+                present = client.get(args.collection, [d.id for d in batch])
+                have = {d.id for d in present.documents}
+                todo = [d for d in batch if d.id not in have]
+            done = (
+                client.upsert(args.collection, todo, batch_size=len(todo)).upserted if todo else 0
+            )
+            return done, len(batch) - len(todo), len(batch)
+
+        def collect(finished: set[Future[tuple[int, int, int]]]) -> None:
+            nonlocal sent, skipped
+            for future in finished:
+                done, skip, n = future.result()
+                sent, skipped = sent + done, skipped + skip
+                bar.update(n)
+
+        # A few batches in flight keep the server's batcher busy while the client waits.
+        pending: set[Future[tuple[int, int, int]]] = set()
         try:
-            for batch in _batched(docs, batch_size):
-                todo = batch
-                if not args.no_resume:
-                    present = client.get(args.collection, [d.id for d in batch])
-                    have = {d.id for d in present.documents}
-                    todo = [d for d in batch if d.id not in have]
-                    skipped += len(batch) - len(todo)
-                if todo:
-                    sent += client.upsert(args.collection, todo, batch_size=len(todo)).upserted
-                bar.update(len(batch))
+            with ThreadPoolExecutor(max_workers=args.parallel) as pool:
+                try:
+                    for batch in _batched(docs, batch_size):
+                        if len(pending) >= args.parallel:
+                            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                            collect(finished)
+                        pending.add(pool.submit(send, batch))
+                    finished, pending = wait(pending)
+                    collect(finished)
+                finally:
+                    for future in pending:
+                        future.cancel()
         except TwostageError as e:
             bar.close()
             e.message = (
@@ -569,6 +597,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("collection")
     p.add_argument("file", type=Path, help="JSONL file, or a BEIR folder")
     p.add_argument("--batch-size", type=int, default=64, help="documents per Upsert (default 64)")
+    p.add_argument("--parallel", type=int, default=2, help="batches in flight at once (default 2)")
     p.add_argument(
         "--space",
         choices=["cosine", "ip", "l2"],
