@@ -364,11 +364,16 @@ class _ClientBase:
             ("grpc.per_rpc_retry_buffer_size", _MESSAGE_LIMIT),
             *options,
         ]
+        creds = (
+            grpc.ssl_channel_credentials(root_certificates=self._root_certificates)
+            if self._tls
+            else None
+        )
+        self._channel = self._open_channel(creds)
+        self._stubs = {name: cls(self._channel) for name, cls in _STUBS.items()}
 
-    def _credentials(self) -> grpc.ChannelCredentials | None:
-        if not self._tls:
-            return None
-        return grpc.ssl_channel_credentials(root_certificates=self._root_certificates)
+    def _open_channel(self, creds: grpc.ChannelCredentials | None) -> Any:
+        raise NotImplementedError
 
     def _timeout(self, timeout: float | None) -> float | None:
         return self.timeout if timeout is None else timeout
@@ -386,14 +391,10 @@ class TwostageClient(_ClientBase):
     ...     vectors = client.encode(["a query"], input_type="query")
     """
 
-    def __init__(self, address: str = DEFAULT_ADDRESS, **kwargs: Any) -> None:
-        super().__init__(address, **kwargs)
-        creds = self._credentials()
+    def _open_channel(self, creds: grpc.ChannelCredentials | None) -> grpc.Channel:
         if creds is None:
-            self._channel = grpc.insecure_channel(address, options=self._options)
-        else:
-            self._channel = grpc.secure_channel(address, creds, options=self._options)
-        self._stubs = {name: cls(self._channel) for name, cls in _STUBS.items()}
+            return grpc.insecure_channel(self.address, options=self._options)
+        return grpc.secure_channel(self.address, creds, options=self._options)
 
     def _run(self, op: Operation[T], timeout: float | None) -> T:
         deadline = self._timeout(timeout)
@@ -609,14 +610,10 @@ class AsyncTwostageClient(_ClientBase):
     Create it inside the running event loop (the channel binds to it).
     """
 
-    def __init__(self, address: str = DEFAULT_ADDRESS, **kwargs: Any) -> None:
-        super().__init__(address, **kwargs)
-        creds = self._credentials()
+    def _open_channel(self, creds: grpc.ChannelCredentials | None) -> grpc.aio.Channel:
         if creds is None:
-            self._channel = grpc.aio.insecure_channel(address, options=self._options)
-        else:
-            self._channel = grpc.aio.secure_channel(address, creds, options=self._options)
-        self._stubs = {name: cls(self._channel) for name, cls in _STUBS.items()}
+            return grpc.aio.insecure_channel(self.address, options=self._options)
+        return grpc.aio.secure_channel(self.address, creds, options=self._options)
 
     async def _run(self, op: Operation[T], timeout: float | None) -> T:
         deadline = self._timeout(timeout)
