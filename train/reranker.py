@@ -79,6 +79,8 @@ def prepare_reranker(
     recipe = recipe or RERANKER_RECIPE
     if options.candidates < 10:
         raise ValueError(f"--candidates must be at least 10 (nDCG@10), got {options.candidates}")
+    if options.negatives < 1:
+        raise ValueError(f"--negatives must be at least 1, got {options.negatives}")
     if not 0 <= options.skip_top < options.depth:
         raise ValueError(f"need 0 <= --skip-top < --depth, got {options.skip_top}, {options.depth}")
     splits = ["train"] + ([options.test_split] if options.test_split else [])
