@@ -40,6 +40,7 @@ WHEELHOUSE="$REPO/$WHEELHOUSE_REL"
 
 START=$SECONDS
 WORK=""
+DISK=""
 DOCKERD_PID=""
 CONTAINER=""
 NET_BEFORE=""
@@ -72,13 +73,15 @@ cleanup() {
         wait "$DOCKERD_PID" 2>/dev/null
     fi
     if [ -n "$WORK" ] && [ -d "$WORK" ]; then
-        # Mounts the daemon may have left (overlay layers, shm, netns), deepest first.
-        awk -v w="$WORK" 'index($2, w) == 1 {print $2}' /proc/mounts | sort -r | while read -r m; do
-            umount -l "$m"
+        # Mounts the daemon may have left (overlay layers, shm, netns), deepest first, then the
+        # scratch filesystem itself.
+        awk -v w="$WORK/" 'index($2, w) == 1 {print $2}' /proc/mounts | sort -r | while read -r m; do
+            umount "$m" 2>/dev/null || umount -l "$m"
         done
         rm -rf "$WORK"
     fi
     rm -rf "$WHEELHOUSE"
+    [ -z "$WORK" ] || say "cleaned up (daemon stopped, mounts and temp files removed)"
     if [ -n "$NET_BEFORE" ] && [ "$(net_state)" != "$NET_BEFORE" ]; then
         say "FAIL: network links or iptables rules changed during the check:"
         diff <(echo "$NET_BEFORE") <(net_state)
@@ -105,15 +108,27 @@ NET_BEFORE="$(net_state)"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/tsdock.XXXXXX")"
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-mkdir -p "$WORK/data" "$WORK/exec" "$WORK/client" "$CACHE"
+mkdir -p "$WORK/disk" "$WORK/exec" "$WORK/client" "$CACHE"
 echo '{}' >"$WORK/daemon.json"
+# Image layers and unpacked trees go on a loop-mounted scratch filesystem: removing a tree of 100k
+# files from a disk mounted with `discard` takes minutes, unmounting and deleting one file does not.
+# It is thrown away at the end, so it needs no journal and no write barriers (fsync-heavy dpkg).
+DISK="$WORK/disk"
+truncate -s "${TWOSTAGE_DOCKER_DISK:-40G}" "$WORK/disk.img"
+if mkfs.ext4 -q -F -O ^has_journal -E nodiscard "$WORK/disk.img" >/dev/null 2>&1 \
+    && mount -o loop,noatime,barrier=0 "$WORK/disk.img" "$DISK" 2>/dev/null; then
+    say "scratch filesystem: $(df -h --output=size "$DISK" | tail -n 1 | tr -d ' ') (loop, sparse)"
+else
+    rm -f "$WORK/disk.img"
+    say "no loop mount here: layers go to $DISK directly (cleanup will be slower)"
+fi
 
 # --- 2. private daemon ----------------------------------------------------------------------------
 say "starting dockerd on $WORK/docker.sock"
 dockerd \
     --config-file "$WORK/daemon.json" \
     --host "unix://$WORK/docker.sock" \
-    --data-root "$WORK/data" \
+    --data-root "$DISK/docker" \
     --exec-root "$WORK/exec" \
     --pidfile "$WORK/dockerd.pid" \
     --containerd-namespace twostage-check \
@@ -137,15 +152,14 @@ ROOTFS_TAR="$CACHE/debian-$SUITE-minbase.tar"
 if [ ! -s "$ROOTFS_TAR" ]; then
     MIRROR="$(python3 "$HERE/apt_mirror.py" "$SUITE" 2>/dev/null || true)"
     say "debootstrap --variant=minbase $SUITE from ${MIRROR:-the default mirror of debootstrap}"
-    mkdir -p "$WORK/rootfs"
+    mkdir -p "$DISK/rootfs"
     # shellcheck disable=SC2086  # MIRROR is one word or nothing
-    if ! debootstrap --variant=minbase "$SUITE" "$WORK/rootfs" $MIRROR >"$WORK/debootstrap.log" 2>&1
+    if ! debootstrap --variant=minbase "$SUITE" "$DISK/rootfs" $MIRROR >"$WORK/debootstrap.log" 2>&1
     then
         tail -n 20 "$WORK/debootstrap.log" >&2
         die "debootstrap failed (log above)"
     fi
-    tar -C "$WORK/rootfs" -cf "$ROOTFS_TAR.part" . && mv "$ROOTFS_TAR.part" "$ROOTFS_TAR"
-    rm -rf "$WORK/rootfs"
+    tar -C "$DISK/rootfs" -cf "$ROOTFS_TAR.part" . && mv "$ROOTFS_TAR.part" "$ROOTFS_TAR"
 else
     say "base rootfs from cache: $ROOTFS_TAR"
 fi
@@ -154,19 +168,21 @@ for candidate in "${SSL_CERT_FILE:-}" "${PIP_CERT:-}" /etc/ssl/certs/ca-certific
     /etc/pki/tls/certs/ca-bundle.crt; do
     if [ -n "$candidate" ] && [ -s "$candidate" ]; then CA_BUNDLE="$candidate"; break; fi
 done
-mkdir -p "$WORK/base"
-tar -C "$WORK/base" -xf "$ROOTFS_TAR"
+mkdir -p "$DISK/base"
+tar -C "$DISK/base" -xf "$ROOTFS_TAR"
 CHANGES=()
 if [ -n "$CA_BUNDLE" ]; then
-    # Both where OpenSSL looks and where update-ca-certificates would pick it up again.
-    install -D -m 0644 "$CA_BUNDLE" "$WORK/base/etc/ssl/certs/ca-certificates.crt"
-    install -D -m 0644 "$CA_BUNDLE" "$WORK/base/usr/local/share/ca-certificates/host-bundle.crt"
+    # Where OpenSSL looks, and a copy that installing Debian's ca-certificates in the build (it
+    # regenerates the first) keeps and merges back; pip and Python point at the copy.
+    install -D -m 0644 "$CA_BUNDLE" "$DISK/base/etc/ssl/certs/ca-certificates.crt"
+    install -D -m 0644 "$CA_BUNDLE" "$DISK/base/usr/local/share/ca-certificates/host-bundle.crt"
     for var in SSL_CERT_FILE PIP_CERT REQUESTS_CA_BUNDLE; do
-        CHANGES+=(--change "ENV $var=/etc/ssl/certs/ca-certificates.crt")
+        CHANGES+=(--change "ENV $var=/usr/local/share/ca-certificates/host-bundle.crt")
     done
 fi
-tar -C "$WORK/base" -c . | dk import "${CHANGES[@]}" - "$BASE_IMAGE" >/dev/null
-rm -rf "$WORK/base"
+# dpkg syncs every file it writes; in a throw-away build that only costs time.
+echo force-unsafe-io >"$DISK/base/etc/dpkg/dpkg.cfg.d/twostage-check-unsafe-io"
+tar -C "$DISK/base" -c . | dk import "${CHANGES[@]}" - "$BASE_IMAGE" >/dev/null
 if ! dk run --rm --network none "$BASE_IMAGE" true >"$WORK/run-probe.log" 2>&1; then
     cat "$WORK/run-probe.log" >&2
     skip "the engine cannot run containers here (above)"
@@ -174,11 +190,41 @@ fi
 say "base image $BASE_IMAGE ready (CA bundle: ${CA_BUNDLE:-none})"
 
 # --- 4. build ---------------------------------------------------------------------------------------
+# Every wheel the build needs, fetched by this machine's pip (its indexes, its local torch CPU wheel)
+# into a cache that later runs reuse, then passed in through the build context (WHEELHOUSE): the
+# build installs from it alone. Source-only packages (hnswlib) become portable wheels here.
+WHEEL_CACHE="$CACHE/wheels"
+mkdir -p "$WHEEL_CACHE"
+python3 "$HERE/runtime_requirements.py" "$REPO/pyproject.toml" --extra export >"$WORK/export.txt"
+python3 "$HERE/runtime_requirements.py" "$REPO/pyproject.toml" --extra gpu >"$WORK/runtime.txt"
+# The set is fetched again only when the requirements change (a stamp of them sits in the cache).
+STAMP="$(cat "$WORK/export.txt" "$WORK/runtime.txt" <(echo "torch==$TORCH_VERSION") | sha256sum \
+    | cut -d' ' -f1)"
+if [ "$(cat "$WHEEL_CACHE/.stamp" 2>/dev/null)" = "$STAMP" ]; then
+    say "wheels from cache: $WHEEL_CACHE (requirements unchanged)"
+else
+    say "collecting wheels into $WHEEL_CACHE (torch==$TORCH_VERSION from where pip finds it here)"
+    for requirements in "$WORK/export.txt" "$WORK/runtime.txt"; do
+        if ! "$PYTHON" -m pip download --quiet --quiet --find-links "$WHEEL_CACHE" \
+            --dest "$WHEEL_CACHE" "torch==$TORCH_VERSION" "setuptools>=68" wheel \
+            -r "$requirements" >"$WORK/pip.log" 2>&1; then
+            tail -n 20 "$WORK/pip.log" >&2
+            die "pip could not collect the wheels of $(basename "$requirements") (above)"
+        fi
+    done
+fi
+for sdist in "$WHEEL_CACHE"/*.tar.gz "$WHEEL_CACHE"/*.zip; do
+    [ -f "$sdist" ] || continue
+    say "building a wheel of $(basename "$sdist")"
+    HNSWLIB_NO_NATIVE=1 "$PYTHON" -m pip wheel --quiet --no-deps --wheel-dir "$WHEEL_CACHE" "$sdist" \
+        >"$WORK/pip.log" 2>&1 || { tail -n 20 "$WORK/pip.log" >&2; die "cannot build $sdist"; }
+    rm -f "$sdist"
+done
+echo "$STAMP" >"$WHEEL_CACHE/.stamp"
+rm -rf "$WHEELHOUSE"
 mkdir -p "$WHEELHOUSE"
-"$PYTHON" -m pip download --quiet --no-deps --only-binary=:all: -d "$WHEELHOUSE" \
-    "torch==$TORCH_VERSION" || die "pip could not provide torch==$TORCH_VERSION"
-TORCH_WHEEL="$(cd "$WHEELHOUSE" && ls torch-*.whl | head -n 1)"
-say "building $IMAGE (torch from $TORCH_WHEEL; build log: $WORK/build.log)"
+cp -l "$WHEEL_CACHE"/*.whl "$WHEELHOUSE"/ 2>/dev/null || cp "$WHEEL_CACHE"/*.whl "$WHEELHOUSE"/
+say "building $IMAGE from $(find "$WHEELHOUSE" -name '*.whl' | wc -l) wheels ($(du -sh "$WHEELHOUSE" | cut -f1))"
 BUILD_START=$SECONDS
 if ! DOCKER_BUILDKIT=1 dk build \
     --network host \
@@ -186,15 +232,21 @@ if ! DOCKER_BUILDKIT=1 dk build \
     --file "$REPO/Dockerfile.gpu" \
     --build-arg "EXPORT_BASE=$BASE_IMAGE" \
     --build-arg "RUNTIME_BASE=$BASE_IMAGE" \
-    --build-arg "TORCH_SPEC=/ctx/$WHEELHOUSE_REL/$TORCH_WHEEL" \
-    --build-arg "TORCH_INDEX_URL=" \
+    --build-arg "TORCH_SPEC=torch==$TORCH_VERSION" \
+    --build-arg "WHEELHOUSE=$WHEELHOUSE_REL" \
     --tag "$IMAGE" \
     "$REPO" >"$WORK/build.log" 2>&1; then
+    cp "$WORK/build.log" "$CACHE/last-build.log"
     tail -n 80 "$WORK/build.log" >&2
-    die "docker build failed (last lines above)"
+    die "docker build failed (last lines above; whole log: $CACHE/last-build.log)"
 fi
-grep -E '^#[0-9]+ \[[^]]+\]|^#[0-9]+ DONE [0-9.]+s|onnxruntime [0-9]|adding bundle' "$WORK/build.log" \
-    | grep -v '^#[0-9]* \[internal\]' | sed 's/^/    /' || true
+cp "$WORK/build.log" "$CACHE/last-build.log"
+# The steps that took a second or more, with their times.
+awk '/^#[0-9]+ \[/ && !($1 in step) { line = $0; sub(/^#[0-9]+ /, "", line); step[$1] = line }
+     /^#[0-9]+ DONE / && ($1 in step) && $3 + 0 >= 1 {
+         printf "    %6.1fs  %s\n", $3, substr(step[$1], 1, 100) }' "$WORK/build.log"
+grep -E '^#[0-9]+ [0-9.]+ (onnxruntime [0-9]|adding bundle|keeping the exported)' "$WORK/build.log" \
+    | sed -E 's/^#[0-9]+ [0-9.]+ /    /' || true
 say "built $IMAGE in $((SECONDS - BUILD_START))s, $(dk image inspect -f '{{.Size}}' "$IMAGE" \
     | awk '{printf "%.0f MB", $1 / 1e6}')"
 rm -rf "$WHEELHOUSE"
