@@ -67,6 +67,12 @@ def register(subparsers: Any) -> None:
     )
     ce.add_argument("data", metavar="PAIRS", help="pair file (.jsonl/.csv)")
     _common(ce)
+    ce.add_argument(
+        "--head-lr",
+        type=float,
+        default=1e-3,
+        help="learning rate of the new classification head (default %(default)s; 0 = --lr)",
+    )
     ce.add_argument("--labels", metavar="NAME0,NAME1,...", help="class names, index order")
     ce.add_argument(
         "--eval",
@@ -88,6 +94,12 @@ def register(subparsers: Any) -> None:
         "data", metavar="BEIR_DIR", help="BEIR folder with corpus, queries, qrels/train.tsv"
     )
     _common(rr)
+    rr.add_argument(
+        "--head-lr",
+        type=float,
+        default=1e-3,
+        help="learning rate of the new classification head (default %(default)s; 0 = --lr)",
+    )
     _cache(rr)
     rr.add_argument(
         "--bi-encoder",
@@ -113,8 +125,8 @@ def register(subparsers: Any) -> None:
     rr.add_argument(
         "--candidates",
         type=int,
-        default=30,
-        help="dense candidates reranked per query when fitting (default 30)",
+        default=20,
+        help="dense candidates reranked per query when fitting (default 20)",
     )
     rr.add_argument(
         "--embed-max-length",
@@ -122,7 +134,7 @@ def register(subparsers: Any) -> None:
         help="tokens per corpus text for the bi-encoder (default: its own; 128 is ~2x faster)",
     )
     rr.add_argument("--test", metavar="SPLIT", help="also report figures on this qrels split")
-    rr.set_defaults(handler=_run_reranker, max_length=192, lr=2e-5, batch_size=16)
+    rr.set_defaults(handler=_run_reranker, max_length=128, lr=2e-5, batch_size=16)
 
 
 def _cache(parser: argparse.ArgumentParser) -> None:
@@ -187,6 +199,7 @@ def _recipe(args: argparse.Namespace) -> Any:
         seed=args.seed,
         max_steps=args.max_steps,
         bf16=args.bf16,
+        head_learning_rate=getattr(args, "head_lr", None) or None,
     )
 
 

@@ -53,7 +53,7 @@ def prepare_cross_encoder(
     recipe: Recipe | None = None,
 ) -> CrossEncoderJob:
     """Validate every input file and print counts and label distribution; loads no model."""
-    recipe = recipe or Recipe()
+    recipe = recipe or Recipe(max_length=128, head_learning_rate=1e-3)
     data = Path(data)
     names = read_label_names(data, labels)
     pairs = load_pairs(data, task="cross-encoder", label_names=names)

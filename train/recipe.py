@@ -26,6 +26,10 @@ class Recipe:
     seed: int = 12
     max_steps: int = -1  # > 0 overrides epochs (tests, quick runs)
     bf16: str = "auto"  # auto | on | off
+    # learning rate of a cross-encoder's fresh classification head. Adam moves a weight by about
+    # the lr per step, so at the encoder's 2e-5 a head initialised at std 0.02 barely changes in
+    # a few hundred steps and the loss stays at chance; the head needs its own, larger rate.
+    head_learning_rate: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -71,11 +75,25 @@ def hardware() -> dict[str, Any]:
     }
 
 
+HEAD_PARAMETERS = r"classifier\.(weight|bias)$"
+
+
 def trainer_arguments(recipe: Recipe, cls: type, scratch: str) -> Any:
     """sentence-transformers training arguments for ``recipe``: no checkpoints, tqdm on, seeded."""
+    import dataclasses
+
     import torch
 
+    extra: dict[str, Any] = {}
+    if recipe.head_learning_rate:
+        if "learning_rate_mapping" not in {f.name for f in dataclasses.fields(cls)}:
+            raise ValueError(
+                "a separate head learning rate needs sentence-transformers >= 5.1 "
+                "(learning_rate_mapping); pass --head-lr 0 to train the head at --lr"
+            )
+        extra["learning_rate_mapping"] = {HEAD_PARAMETERS: recipe.head_learning_rate}
     return cls(
+        **extra,
         output_dir=scratch,
         num_train_epochs=recipe.epochs,
         max_steps=recipe.max_steps,

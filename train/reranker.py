@@ -29,7 +29,9 @@ from twostage.train.report import RunReport, say
 from twostage.train.retrieval import DenseRanking, dense_ranking, encode_corpus
 
 FUSION_NAME = "fusion.json"
-RERANKER_RECIPE = Recipe(epochs=1.0, batch_size=16, learning_rate=2e-5, max_length=192)
+RERANKER_RECIPE = Recipe(
+    epochs=1.0, batch_size=16, learning_rate=2e-5, max_length=128, head_learning_rate=1e-3
+)
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,7 @@ class RerankerOptions:
     skip_top: int = 3  # ranks 1..skip_top are never used as negatives (often unjudged positives)
     depth: int = 100  # negatives come from ranks skip_top+1 .. depth
     heldout_queries: int = 80  # training queries kept out of training to fit the fusion weight
-    candidates: int = 30  # dense candidates reranked per query (as the server will)
+    candidates: int = 20  # dense candidates reranked per query (as the server will)
     serving_max_length: int = 256
     # tokens per corpus text when the bi-encoder embeds the corpus (None: the model's own, as
     # served). Shorter is faster (128: about half the time) but the fusion is then fitted on

@@ -26,7 +26,7 @@ from twostage.train.reranker import (
 )
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
-TINY = Recipe(max_steps=2, batch_size=8, max_length=48, seed=5)
+TINY = Recipe(max_steps=2, batch_size=8, max_length=48, seed=5, head_learning_rate=1e-3)
 
 
 def _sample(src: Path, dst: Path, n: int, *, skip: int = 0, transform=None) -> Path:
