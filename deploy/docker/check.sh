@@ -260,33 +260,61 @@ for s in socks:
 print(*(s.getsockname()[1] for s in socks))')"
 CONTAINER="twostage-check-$$"
 say "running $IMAGE on the CPU provider (gRPC 127.0.0.1:$PORT, metrics $METRICS_PORT)"
+# Locked down like the Kubernetes example: read-only root, /tmp in memory, no capabilities.
 dk run --detach --name "$CONTAINER" --network host \
     --env "TWOSTAGE_LISTEN=127.0.0.1:$PORT" \
     --env "TWOSTAGE_METRICS_PORT=$METRICS_PORT" \
     --env TWOSTAGE_DEVICE=cpu \
+    --read-only --tmpfs /tmp --cap-drop ALL --security-opt no-new-privileges \
     --health-interval 2s --health-start-period "${HEALTH_TIMEOUT}s" \
     --stop-timeout 30 \
     "$IMAGE" >/dev/null
 
 show_logs() { dk logs --tail 60 "$CONTAINER" 2>&1 | sed 's/^/    | /' >&2; }
-HEALTH_START=$SECONDS
-while :; do
-    state="$(dk inspect -f '{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{end}}' \
-        "$CONTAINER")"
-    case "$state" in
-        "running healthy") break ;;
-        running*) ;;
-        *) show_logs; die "container stopped before it became healthy (state: $state)" ;;
-    esac
-    if [ $((SECONDS - HEALTH_START)) -ge "$HEALTH_TIMEOUT" ]; then
-        show_logs
-        dk inspect -f '{{range .State.Health.Log}}{{.Output}}{{end}}' "$CONTAINER" >&2
-        die "not healthy after ${HEALTH_TIMEOUT}s"
-    fi
-    sleep 1
-done
-say "HEALTHCHECK passed after $((SECONDS - HEALTH_START))s"
 
+wait_healthy() {
+    # Poll the container's own HEALTHCHECK state until it passes, the container dies, or time runs out.
+    local started=$SECONDS state
+    while :; do
+        state="$(dk inspect -f '{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{end}}' \
+            "$CONTAINER")"
+        case "$state" in
+            "running healthy") break ;;
+            running*) ;;
+            *) show_logs; die "container stopped before it became healthy (state: $state)" ;;
+        esac
+        if [ $((SECONDS - started)) -ge "$HEALTH_TIMEOUT" ]; then
+            show_logs
+            dk inspect -f '{{range .State.Health.Log}}{{.Output}}{{end}}' "$CONTAINER" >&2
+            die "not healthy after ${HEALTH_TIMEOUT}s"
+        fi
+        sleep 1
+    done
+    say "HEALTHCHECK passed after $((SECONDS - started))s"
+}
+
+call() {
+    # call METHOD JSON: the reply as JSON on stdout, or the check fails with the server's log.
+    "$PYTHON" "$HERE/grpc_call.py" "127.0.0.1:$PORT" "$1" "$2" || { show_logs; die "$1 failed"; }
+}
+
+field() {
+    # field JSON EXPR: evaluate a Python expression over the parsed reply `r`.
+    "$PYTHON" -c "import json, sys; r = json.loads(sys.argv[1]); print($2)" "$1"
+}
+
+stop_cleanly() {
+    local started=$SECONDS code
+    dk stop "$CONTAINER" >/dev/null
+    code="$(dk inspect -f '{{.State.ExitCode}}' "$CONTAINER")"
+    if [ "$code" != 0 ]; then
+        show_logs
+        die "container exited with $code after SIGTERM (expected a clean drain, exit 0)"
+    fi
+    say "SIGTERM: clean exit in $((SECONDS - started))s"
+}
+
+wait_healthy
 for service in "" twostage.v1.Inference twostage.v1.Info twostage.v1.Search twostage.v1.Collections; do
     if answer="$(dk exec "$CONTAINER" /opt/venv/bin/python /opt/twostage/healthcheck.py \
         --service "$service" 2>&1)"; then
@@ -302,9 +330,8 @@ USER_ID="$(dk exec "$CONTAINER" id -u)"
 [ "$USER_ID" != 0 ] || die "the server runs as root in the container"
 say "server runs as uid $USER_ID"
 
-REPLY="$("$PYTHON" "$HERE/grpc_call.py" "127.0.0.1:$PORT" twostage.v1.Inference/Embed \
-    '{"texts": ["hi", "a container check of the two-stage retrieval server"]}')" \
-    || { show_logs; die "Embed call failed"; }
+REPLY="$(call twostage.v1.Inference/Embed \
+    '{"texts": ["hi", "a container check of the two-stage retrieval server"]}')"
 SUMMARY="$("$PYTHON" "$HERE/embed_reply.py" --count 2 "$REPLY" 2>&1)" || die "$SUMMARY: $REPLY"
 say "$SUMMARY"
 
@@ -316,12 +343,23 @@ print(sum(1 for line in body.splitlines() if line.startswith("twostage_")))' "$M
 [ "$METRIC_LINES" -gt 0 ] || die "/metrics has no twostage_ series"
 say "/metrics serves $METRIC_LINES twostage_ samples"
 
-STOP_START=$SECONDS
-dk stop "$CONTAINER" >/dev/null
-EXIT_CODE="$(dk inspect -f '{{.State.ExitCode}}' "$CONTAINER")"
-if [ "$EXIT_CODE" != 0 ]; then
-    show_logs
-    die "container exited with $EXIT_CODE after SIGTERM (expected a clean drain, exit 0)"
-fi
-say "SIGTERM: clean exit in $((SECONDS - STOP_START))s"
-say "OK: image built, healthy, Embed answered, drained on SIGTERM"
+# The data volume: written by the non-root server, kept across a SIGTERM drain and a restart.
+call twostage.v1.Collections/CreateCollection '{"name": "docker_check"}' >/dev/null
+call twostage.v1.Collections/Upsert '{"collection": "docker_check", "documents": [
+    {"id": "gpu", "text": "An inference server batches requests so the GPU stays busy."},
+    {"id": "cat", "text": "Cats sleep for most of the day."}]}' >/dev/null
+HIT="$(field "$(call twostage.v1.Search/Search \
+    '{"collection": "docker_check", "query": "batching model inference on GPUs", "top_k": 1}')" \
+    'r["hits"][0]["id"]')"
+[ "$HIT" = gpu ] || die "Search ranked $HIT first, expected the GPU document"
+say "collection written to the data volume; Search finds the right document"
+
+stop_cleanly
+dk start "$CONTAINER" >/dev/null
+wait_healthy
+COUNT="$(field "$(call twostage.v1.Collections/DescribeCollection '{"name": "docker_check"}')" \
+    'r["collection"].get("count", 0)')"
+[ "$COUNT" = 2 ] || die "after a restart the collection has $COUNT documents, expected 2"
+say "after a restart: the collection is back with $COUNT documents"
+stop_cleanly
+say "OK: image built, healthy, Embed and Search answered, data kept, drained on SIGTERM"
