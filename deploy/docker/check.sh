@@ -39,6 +39,7 @@ WHEELHOUSE_REL=".tmp/docker-wheelhouse"
 WHEELHOUSE="$REPO/$WHEELHOUSE_REL"
 
 START=$SECONDS
+exec {OUT_FD}>&1 {ERR_FD}>&2
 WORK=""
 DISK=""
 DOCKERD_PID=""
@@ -59,9 +60,24 @@ net_state() {
     fi
 }
 
+container_leftovers() {
+    # Processes whose root filesystem is one of our daemon's overlay layers, i.e. processes of its
+    # containers (a build step can outlive a daemon stopped mid-build). Nothing else can match:
+    # the "/" mount of every other process is not under our temp dir.
+    local m pid
+    for m in /proc/[0-9]*/mountinfo; do
+        pid="${m#/proc/}"; pid="${pid%/mountinfo}"
+        [ "$pid" -gt 1 ] && [ "$pid" != "$$" ] || continue
+        awk -v w="$WORK/" '$5 == "/" && index($0, w) { found = 1 } END { exit !found }' "$m" \
+            2>/dev/null && echo "$pid"
+    done
+}
+
 cleanup() {
     local rc=$?
     set +e
+    # A trap can fire inside a redirected function call (dk build >log): talk to the real outputs.
+    exec 1>&"$OUT_FD" 2>&"$ERR_FD"
     if [ -n "$CONTAINER" ] && [ -n "$DOCKERD_PID" ]; then dk rm -f "$CONTAINER" >/dev/null 2>&1; fi
     if [ -n "$DOCKERD_PID" ] && kill -0 "$DOCKERD_PID" 2>/dev/null; then
         kill -TERM "$DOCKERD_PID"
@@ -73,11 +89,22 @@ cleanup() {
         wait "$DOCKERD_PID" 2>/dev/null
     fi
     if [ -n "$WORK" ] && [ -d "$WORK" ]; then
+        local leftovers
+        leftovers="$(container_leftovers | tr '\n' ' ')"
+        if [ -n "$leftovers" ]; then
+            say "stopping processes left in our containers: $leftovers"
+            # shellcheck disable=SC2086  # a list of pids
+            kill -KILL $leftovers 2>/dev/null
+            for _ in $(seq 1 40); do [ -z "$(container_leftovers)" ] && break; sleep 0.25; done
+        fi
         # Mounts the daemon may have left (overlay layers, shm, netns), deepest first, then the
         # scratch filesystem itself.
         awk -v w="$WORK/" 'index($2, w) == 1 {print $2}' /proc/mounts | sort -r | while read -r m; do
             umount "$m" 2>/dev/null || umount -l "$m"
         done
+        if [ -f "$WORK/disk.img" ] && command -v losetup >/dev/null; then
+            losetup -j "$WORK/disk.img" | cut -d: -f1 | while read -r dev; do losetup -d "$dev"; done
+        fi
         rm -rf "$WORK"
     fi
     rm -rf "$WHEELHOUSE"
