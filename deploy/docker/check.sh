@@ -177,7 +177,7 @@ say "dockerd $(dk version -f '{{.Server.Version}}') up (pid $DOCKERD_PID, storag
 # --- 3. base image ----------------------------------------------------------------------------------
 ROOTFS_TAR="$CACHE/debian-$SUITE-minbase.tar"
 if [ ! -s "$ROOTFS_TAR" ]; then
-    MIRROR="$(python3 "$HERE/apt_mirror.py" "$SUITE" 2>/dev/null || true)"
+    MIRROR="$("$PYTHON" "$HERE/apt_mirror.py" "$SUITE" 2>/dev/null || true)"
     say "debootstrap --variant=minbase $SUITE from ${MIRROR:-the default mirror of debootstrap}"
     mkdir -p "$DISK/rootfs"
     # shellcheck disable=SC2086  # MIRROR is one word or nothing
@@ -222,8 +222,8 @@ say "base image $BASE_IMAGE ready (CA bundle: ${CA_BUNDLE:-none})"
 # build installs from it alone. Source-only packages (hnswlib) become portable wheels here.
 WHEEL_CACHE="$CACHE/wheels"
 mkdir -p "$WHEEL_CACHE"
-python3 "$HERE/runtime_requirements.py" "$REPO/pyproject.toml" --extra export >"$WORK/export.txt"
-python3 "$HERE/runtime_requirements.py" "$REPO/pyproject.toml" --extra gpu >"$WORK/runtime.txt"
+"$PYTHON" "$HERE/runtime_requirements.py" "$REPO/pyproject.toml" --extra export >"$WORK/export.txt"
+"$PYTHON" "$HERE/runtime_requirements.py" "$REPO/pyproject.toml" --extra gpu >"$WORK/runtime.txt"
 # The set is fetched again only when the requirements change (a stamp of them sits in the cache).
 STAMP="$(cat "$WORK/export.txt" "$WORK/runtime.txt" <(echo "torch==$TORCH_VERSION") | sha256sum \
     | cut -d' ' -f1)"
