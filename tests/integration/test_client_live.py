@@ -82,9 +82,15 @@ def test_rank_and_score_pairs_agree(client) -> None:
     assert pair_scores.shape == (6,) and pair_scores.dtype == np.float32
     by_index = {r.index: r.score for r in ranked}
     np.testing.assert_allclose([by_index[i] for i in range(6)], pair_scores, atol=0.02)
+    # Sent in two batches and merged: the best 3 overall, best first, texts echoed. int8
+    # activations are quantized per batch, so near-ties may swap: compare with a tolerance.
     top = client.rank(query, docs, top_k=3, return_documents=True, batch_size=3)
-    assert [r.index for r in top] == [r.index for r in ranked[:3]]
-    assert top[0].document == docs[top[0].index]
+    assert len(top) == 3 and [r.score for r in top] == sorted((r.score for r in top), reverse=True)
+    assert all(r.document == docs[r.index] for r in top)
+    for r in top:
+        assert r.score == pytest.approx(by_index[r.index], abs=0.02)
+    left_out = [by_index[i] for i in range(6) if i not in {r.index for r in top}]
+    assert min(r.score for r in top) >= max(left_out) - 0.02
 
 
 def test_classify_returns_probabilities(client) -> None:
