@@ -528,6 +528,7 @@ def _load(args: argparse.Namespace) -> int:
         candidates=args.candidates,
         rerank=args.rerank,
         timeout_s=args.timeout,
+        drain_s=args.drain,
         seed=args.seed,
     )
     # Fail fast with one line on no server or a missing collection, not N identical errors.
@@ -728,6 +729,13 @@ def register(subparsers: Any) -> None:
     p.add_argument("--top-k", type=int, default=10)
     p.add_argument("--candidates", type=int, default=100)
     _rerank_flags(p)
+    p.add_argument(
+        "--drain",
+        type=float,
+        default=5.0,
+        help="seconds calls in flight at the end may take before their deadline cuts them "
+        "(counted as DEADLINE_EXCEEDED; default 5)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of queries and arrivals")
     p.add_argument("--json-out", type=Path, help="write the report as JSON")
     p.add_argument("--plot", type=Path, help="write a latency plot (PNG)")

@@ -76,6 +76,9 @@ class LoadConfig:
     candidates: int = 100
     rerank: bool | None = None
     timeout_s: float = 30.0
+    # After the duration, calls still in flight get this long; then their deadline cuts them
+    # (counted as DEADLINE_EXCEEDED), so a run ends near its duration even against a deep queue.
+    drain_s: float = 5.0
     max_inflight: int = 1024
     seed: int = 0
 
@@ -92,6 +95,8 @@ class LoadConfig:
             raise ValueError(f"--rate must be > 0, got {self.rate}")
         if not self.duration_s > 0:
             raise ValueError(f"--duration must be > 0, got {self.duration_s}")
+        if self.drain_s < 0 or not self.timeout_s > 0:
+            raise ValueError("--drain must be >= 0 and --timeout > 0")
         if self.max_requests is not None and self.max_requests < 1:
             raise ValueError(f"--requests must be >= 1, got {self.max_requests}")
         if self.rpc == "search" and not self.collection:
@@ -183,26 +188,31 @@ class LoadReport:
 class _Requests:
     """Builds one request of the configured kind as a coroutine factory."""
 
-    def __init__(self, client: AsyncTwostageClient, config: LoadConfig) -> None:
+    def __init__(self, client: AsyncTwostageClient, config: LoadConfig, stop_at: float) -> None:
         self.client = client
         self.c = config
         self.rng = random.Random(config.seed)
         self.docs = list(config.documents) or list(config.queries)
+        self.stop_at = stop_at
+
+    def timeout(self) -> float:
+        """The call's timeout, cut so that no call outlives the duration plus the drain."""
+        return max(0.001, min(self.c.timeout_s, self.stop_at - time.perf_counter()))
 
     def next(self) -> Callable[[], Awaitable[object]]:
         c, rng, client = self.c, self.rng, self.client
         query = rng.choice(c.queries)
         if c.rpc == "search":
             return lambda: client.search_detailed(
-                c.collection, query, c.top_k, c.candidates, c.rerank, timeout=c.timeout_s
+                c.collection, query, c.top_k, c.candidates, c.rerank, timeout=self.timeout()
             )
         if c.rpc == "embed":
             texts = [query] + [rng.choice(c.queries) for _ in range(c.texts_per_request - 1)]
             return lambda: client.encode(
-                texts, input_type="query", batch_size=len(texts), timeout=c.timeout_s
+                texts, input_type="query", batch_size=len(texts), timeout=self.timeout()
             )
         docs = [rng.choice(self.docs) for _ in range(c.texts_per_request)]
-        return lambda: client.rank(query, docs, batch_size=len(docs), timeout=c.timeout_s)
+        return lambda: client.rank(query, docs, batch_size=len(docs), timeout=self.timeout())
 
 
 class _Recorder:
@@ -286,10 +296,10 @@ async def _open_loop(config: LoadConfig, requests: _Requests, rec: _Recorder, en
 async def run_load(address: str, config: LoadConfig, **client_kwargs: Any) -> LoadReport:
     """Drive the server at ``address`` as configured; returns when the run and its calls end."""
     async with AsyncTwostageClient(address, retry=NO_RETRY, **client_kwargs) as client:
-        requests = _Requests(client, config)
         start = time.perf_counter()
-        rec = _Recorder(start)
         end = start + config.duration_s
+        requests = _Requests(client, config, end + config.drain_s)
+        rec = _Recorder(start)
         if config.mode == "closed":
             await _closed_loop(config, requests, rec, end)
         else:

@@ -132,3 +132,13 @@ def test_load_texts_reads_jsonl_and_plain_lines(tmp_path: Path) -> None:
     jsonl.write_text('{"id": 1}\n')
     with pytest.raises(ValueError, match=r"q\.jsonl:1: needs a string 'text' or 'query'"):
         load_texts(jsonl)
+
+
+async def test_calls_still_in_flight_are_cut_after_the_drain(fake) -> None:
+    servicer, address = fake
+    servicer.service_s = 60.0  # a server that never answers within the run
+    config = LoadConfig("embed", QUERIES, duration_s=0.3, rate=20.0, drain_s=0.2, seed=2)
+    report = await run_load(address, config)
+    assert report.sent > 0 and report.ok == 0
+    assert report.errors == {"DEADLINE_EXCEEDED": report.sent}
+    assert report.elapsed_s < 30.0, "the run must end at duration + drain, not at the server"
