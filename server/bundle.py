@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -147,17 +147,24 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Manifest:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise BundleError(f"manifest has an unexpected field {unknown[0]!r}")
+        for name in ("kind", "source", "max_length", "variants"):
+            if name not in data:
+                raise BundleError(f"manifest is missing field {name!r}")
         try:
             variants = {k: Variant(**v) for k, v in data["variants"].items()}
             fusion = Fusion(**data["fusion"]) if data.get("fusion") else None
             label_names = data.get("label_names")
-            fields = {
+            plain = {
                 k: v
                 for k, v in data.items()
                 if k not in ("variants", "fusion", "source", "label_names", "input_names")
             }
             return cls(
-                **fields,
+                **plain,
                 source=Source(**data["source"]),
                 variants=variants,
                 fusion=fusion,
