@@ -42,6 +42,12 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def utc_now() -> str:
     return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
@@ -65,6 +71,8 @@ class StagedBundle:
         self.path = Path(
             tempfile.mkdtemp(prefix=f".{self.target.name}.staging-", dir=self.target.parent)
         )
+        # mkdtemp makes the folder private (0700); a bundle is read by the server's user too
+        os.chmod(self.path, 0o777 & ~_umask())
         self.committed = False
 
     def __enter__(self) -> StagedBundle:

@@ -132,6 +132,8 @@ def resolve_checkpoint(
         path = Path(model).expanduser().resolve()
         model_id = model
         rev = revision
+    elif model.startswith((".", "/", "~")) or model.count("/") > 1 or "\\" in model:
+        raise ExportError(f"{model}: no such checkpoint folder", step="checkpoint")
     else:
         path = _download(model, revision)
         model_id = model
