@@ -34,6 +34,7 @@ import json
 import os
 import re
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,7 @@ DATA_DIR = REPO_ROOT / ".." / "shared" / "data"
 # code whose behaviour shapes an exported bundle: a change re-exports the cached bundles
 _BUNDLE_CODE = ("export", "server/bundle.py", "server/runtime")
 CLASSIFIER_LABELS = ("contradiction", "entailment", "neutral")
+STALE_AFTER_S = 6 * 3600  # cached bundles unused this long are removed
 
 
 # -- shared data --------------------------------------------------------------------------------
@@ -232,14 +234,28 @@ def cached_bundle(
         if target.is_dir():
             try:
                 load_bundle(target)  # manifest and every hash
+                _mark_used(root, target)
                 return target
             except BundleError:
                 shutil.rmtree(target, ignore_errors=True)
-        for stale in root.iterdir():  # the same spec under older code or settings
-            if re.fullmatch(rf"{re.escape(spec.name)}-[0-9a-f]{{16}}", stale.name):
-                shutil.rmtree(stale, ignore_errors=True)
         export(spec, target)
+        _mark_used(root, target)
+        # the same spec under older code or settings; a bundle another session picked up in
+        # the last hours may still be in use there, so only long-unused ones go
+        for stale in root.iterdir():
+            if stale != target and re.fullmatch(
+                rf"{re.escape(spec.name)}-[0-9a-f]{{16}}", stale.name
+            ):
+                marker = root / f".{stale.name}.used"
+                last = marker.stat().st_mtime if marker.exists() else stale.stat().st_mtime
+                if time.time() - last > STALE_AFTER_S:
+                    shutil.rmtree(stale, ignore_errors=True)
+                    marker.unlink(missing_ok=True)
     return target
+
+
+def _mark_used(root: Path, bundle: Path) -> None:
+    (root / f".{bundle.name}.used").touch()
 
 
 @pytest.fixture(scope="session")

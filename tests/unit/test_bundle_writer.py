@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,10 @@ def test_commit_replaces_the_old_bundle_and_leaves_nothing_behind(tmp_path: Path
         assert staged.commit() == target.resolve()
     assert sorted(p.name for p in target.iterdir()) == ["new.txt"]
     assert _hidden(target.parent) == []
+    # readable by other users (the server may run as another user), as umask allows
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o777 & ~mask
 
 
 def test_a_failed_export_keeps_the_existing_bundle(tmp_path: Path) -> None:
