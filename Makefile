@@ -57,5 +57,10 @@ bench: install
 	$(BIN)/python bench/bench_server.py --models-dir $(MODELS_DIR) \
 		--reranker-train-data $(RERANKER_TRAIN_DATA)
 
+# Build Dockerfile.gpu for real with a private Docker engine and run the image on the CPU
+# (health probe + a real Embed call). Skips with a message where the engine cannot run.
+docker-check: install
+	PYTHON=$(BIN)/python bash deploy/docker/check.sh
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -216,7 +216,10 @@ class Bundle:
             file = self.path / variant.file
             if not file.is_file():
                 raise BundleError(f"bundle {self.path}: variant file {variant.file} is missing")
-            actual = sha256_file(file)
+            try:
+                actual = sha256_file(file)
+            except OSError as exc:
+                raise BundleError(f"cannot read {file}: {exc.strerror or exc}") from None
             if actual != variant.sha256:
                 raise BundleError(
                     f"bundle {self.path}: {variant.file} sha256 {actual[:12]}... does not match "
@@ -230,11 +233,15 @@ def read_manifest(path: Path | str) -> Manifest:
     """Parse and validate ``manifest.json`` of a bundle folder (no hash checks)."""
     folder = Path(path)
     file = folder / MANIFEST_FILE
-    if not file.is_file():
-        raise BundleError(f"{folder} is not a model bundle: {MANIFEST_FILE} is missing")
     try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
+        if not file.is_file():
+            raise BundleError(f"{folder} is not a model bundle: {MANIFEST_FILE} is missing")
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise BundleError(f"cannot read {file}: {exc.strerror or exc}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
         raise BundleError(f"{file} is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise BundleError(f"{file} must hold a JSON object")

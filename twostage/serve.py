@@ -115,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
                 reranker_train_data=cfg.reranker_train_data,
                 with_reranker=not args.no_reranker,
                 retrain=args.retrain_reranker,
-                targets=("cpu-int8", "gpu-fp16") if cfg.device == "cuda" else ("cpu-int8",),
+                # both variants, so the bundles serve on either device (fp16 costs seconds)
+                targets=("cpu-int8", "gpu-fp16"),
             )
             if args.prepare_only:
                 for name, path in models:
