@@ -7,6 +7,8 @@ negatives when asked for.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,7 +128,8 @@ def _evaluate_pairs(model: Any, pairs: PairSet) -> dict[str, float]:
     cos = np.sum(a * b, axis=1).tolist()
     if pairs.kind is LabelKind.SIMILARITY:
         return {"spearman": spearman(cos, [float(v) for v in pairs.labels])}
-    return {"roc_auc": roc_auc(cos, [int(v) for v in pairs.labels])}
+    auc = roc_auc(cos, [int(v) for v in pairs.labels])
+    return {"roc_auc": None if math.isnan(auc) else auc}  # None: one class only
 
 
 def _evaluate_retrieval(model: Any, job: BiEncoderJob) -> tuple[dict[str, Any], Any]:
@@ -231,7 +234,9 @@ def run_bi_encoder(job: BiEncoderJob) -> RunReport:
     with report.timed("train"), scratch_dir() as scratch:
         from sentence_transformers import SentenceTransformerTrainingArguments
 
-        args = trainer_arguments(job.recipe, SentenceTransformerTrainingArguments, scratch)
+        # a bi-encoder has no new head: one learning rate for all
+        recipe = dataclasses.replace(job.recipe, head_learning_rate=None)
+        args = trainer_arguments(recipe, SentenceTransformerTrainingArguments, scratch)
         if kind == "retrieval":
             args.batch_sampler = bi_encoder_batch_samplers().NO_DUPLICATES
         trainer = SentenceTransformerTrainer(
