@@ -17,6 +17,8 @@ from twostage.protos.twostage.v1 import twostage_pb2_grpc as pb_grpc
 
 N_DOCS = 1000
 N_QUERIES = 20
+# rerank depth of the equality check (fp32 cross-encoder on 2 cores: keep CI short)
+CANDIDATES = 30
 
 
 @pytest.fixture(scope="module")
@@ -106,11 +108,11 @@ def test_search_equals_exact_search_plus_rerank(channel, indexed) -> None:
     inference = pb_grpc.InferenceStub(channel)
     for q, qv in zip(queries, query_vectors, strict=True):
         sims = doc_vectors @ qv
-        exact = np.argsort(-sims, kind="stable")[:100]
+        exact = np.argsort(-sims, kind="stable")[:CANDIDATES]
         # ef well above the candidate depth makes HNSW exact on 1k documents
         reply = search.Search(
             pb.SearchRequest(
-                collection="scifact", query=q["text"], top_k=10, candidates=100, ef=400
+                collection="scifact", query=q["text"], top_k=10, candidates=CANDIDATES, ef=400
             ),
             timeout=60,
         )
