@@ -139,9 +139,10 @@ def resolve_checkpoint(
         model_id = model
         # a hub snapshot lives in .../snapshots/<commit sha>/
         rev = path.name if path.parent.name == "snapshots" else revision
-    if not (path / "config.json").is_file():
-        raise ExportError(f"{model_id}: no config.json in {path.name}/", step="checkpoint")
-    config = _read_json(path / "config.json")
+    body = transformer_dir(path)
+    if not (body / "config.json").is_file():
+        raise ExportError(f"{model_id}: no config.json in {body.name}/", step="checkpoint")
+    config = _read_json(body / "config.json")
     detected = detect_kind(path, config)
     if kind is None:
         if detected is None:
@@ -171,10 +172,10 @@ def resolve_checkpoint(
         id=model_id,
         path=path,
         revision=rev,
-        weights_sha256=weights_sha256(path),
+        weights_sha256=weights_sha256(body),
         kind=kind,
         config=config,
-        max_length=max_length or read_max_length(path, config, kind),
+        max_length=max_length or read_max_length(body, config, kind),
         **facts,
     )
 
@@ -214,6 +215,17 @@ def _modules(path: Path) -> list[dict[str, Any]]:
         return []
     data = json.loads(file.read_text(encoding="utf-8"))
     return data if isinstance(data, list) else []
+
+
+def transformer_dir(path: Path) -> Path:
+    """Where the transformer's own files are: the folder itself, or the subfolder older
+    sentence-transformers checkpoints keep it in (``modules.json`` path, e.g. ``0_BERT``)."""
+    for module in _modules(path):
+        if str(module.get("type", "")).endswith("Transformer") and module.get("path"):
+            sub = path / str(module["path"])
+            if (sub / "config.json").is_file():
+                return sub
+    return path
 
 
 def detect_kind(path: Path, config: dict[str, Any]) -> str | None:

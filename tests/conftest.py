@@ -221,14 +221,21 @@ def _cache_root(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
 
 
 def cached_bundle(
-    spec: BundleSpec, root: Path, minilm: Path, export: Callable[[BundleSpec, Path], None]
+    spec: BundleSpec,
+    root: Path,
+    minilm: Path,
+    export: Callable[[BundleSpec, Path], None],
+    code: str,
 ) -> Path:
-    """The bundle for ``spec`` under ``root``, exported unless a verified copy is there."""
+    """The bundle for ``spec`` under ``root``, exported unless a verified copy is there.
+
+    ``code`` is :func:`code_hash` taken once per session, so one session's bundles agree.
+    """
     from twostage.server.bundle import load_bundle
     from twostage.server.errors import BundleError
 
     weights = hashlib.sha256((minilm / "model.safetensors").read_bytes()).hexdigest()
-    key = hashlib.sha256(f"{weights}|{code_hash()}|{spec!r}".encode()).hexdigest()[:16]
+    key = hashlib.sha256(f"{weights}|{code}|{spec!r}".encode()).hexdigest()[:16]
     target = root / f"{spec.name}-{key}"
     with _locked(root / f".{spec.name}.lock"):
         if target.is_dir():
@@ -289,7 +296,8 @@ def bundle_factory(
             echo=None,
         )
 
-    return lambda spec: cached_bundle(spec, root, minilm_path, export)
+    code = code_hash()
+    return lambda spec: cached_bundle(spec, root, minilm_path, export, code)
 
 
 @pytest.fixture(scope="session")
