@@ -152,6 +152,12 @@ def resolve_checkpoint(
                 step="checkpoint",
             )
         kind = detected
+    if max_length is not None and max_length > position_limit(config):
+        raise ExportError(
+            f"--max-length {max_length} exceeds what {model_id} can read "
+            f"({position_limit(config)} positions)",
+            step="checkpoint",
+        )
     facts: dict[str, Any] = {}
     if kind == "embedder":
         facts["pooling"], facts["normalize"] = read_pooling(path)
@@ -285,11 +291,17 @@ def read_pooling(path: Path) -> tuple[str, bool]:
     return "mean", normalize
 
 
-def read_max_length(path: Path, config: dict[str, Any], kind: str) -> int:
-    """The sequence length the checkpoint was trained for, capped by its position table."""
+def position_limit(config: dict[str, Any]) -> int:
+    """The longest sequence the position table allows."""
     limit = int(config.get("max_position_embeddings") or 512)
     if config.get("model_type") in ("roberta", "xlm-roberta", "camembert"):
         limit -= 2  # two positions are taken by the padding offset
+    return limit
+
+
+def read_max_length(path: Path, config: dict[str, Any], kind: str) -> int:
+    """The sequence length the checkpoint was trained for, capped by its position table."""
+    limit = position_limit(config)
     chosen: int | None = None
     st_config = path / "sentence_bert_config.json"
     if kind == "embedder" and st_config.is_file():

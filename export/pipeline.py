@@ -142,6 +142,12 @@ class _Batches:
             for s in range(0, len(encoded), batch_size)
         ]
 
+    def middle(self, n: int) -> list[dict[str, np.ndarray]]:
+        """About ``n`` items from the middle of the length order (typical, not the shortest)."""
+        k = max(1, min(len(self.feeds), round(n / max(1, len(self.feeds[0]["input_ids"])))))
+        start = (len(self.feeds) - k) // 2
+        return self.feeds[start : start + k]
+
     def run(self, path: Path, threads: int, repeats: int = 1) -> tuple[np.ndarray, float]:
         """Outputs in input order and the best wall time over ``repeats`` passes."""
         from twostage.server.runtime.session import OnnxSession
@@ -217,7 +223,7 @@ def _build_int8(
     if mix.mode == "search" or mix.keep > 0:
         sensitivity = node_sensitivity(
             fp32_path,
-            search_items.feeds[: max(1, SENSITIVITY_TEXTS // 32)],
+            search_items.middle(SENSITIVITY_TEXTS),
             recipe,
             threads=threads,
         )

@@ -110,3 +110,9 @@ def test_the_quant_preset_follows_the_cpu() -> None:
         assert preset == "avx512_vnni"
     elif "avx2" in flags:
         assert preset == "avx2"
+
+
+def test_max_length_is_overridable_within_the_position_table() -> None:
+    assert resolve_checkpoint(None, max_length=128).max_length == 128
+    with pytest.raises(ExportError, match=r"--max-length 1024 exceeds .* \(512 positions\)"):
+        resolve_checkpoint(None, max_length=1024)
