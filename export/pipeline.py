@@ -148,21 +148,25 @@ class _Batches:
         start = (len(self.feeds) - k) // 2
         return self.feeds[start : start + k]
 
-    def run(self, path: Path, threads: int, repeats: int = 1) -> tuple[np.ndarray, float]:
-        """Outputs in input order and the best wall time over ``repeats`` passes."""
-        from twostage.server.runtime.session import OnnxSession
-
-        session = OnnxSession(path, intra_op_threads=threads)
-        best = float("inf")
-        chunks: list[np.ndarray] = []
-        for _ in range(max(1, repeats)):
-            start = time.perf_counter()
-            chunks = [session.run(feed) for feed in self.feeds]
-            best = min(best, time.perf_counter() - start)
-        stacked = np.concatenate(chunks, axis=0)
+    def run(self, session: Any) -> np.ndarray:
+        """Outputs of an ``OnnxSession`` on every batch, in input order."""
+        stacked = np.concatenate([session.run(feed) for feed in self.feeds], axis=0)
         out = np.empty_like(stacked)
         out[self.order] = stacked
-        return out, best
+        return out
+
+    def speed_ratio(self, base: Any, other: Any, n: int = 32, repeats: int = 2) -> float:
+        """``base`` time / ``other`` time on the same typical batch, timed alternately so that
+        load from other processes falls on both alike; best of ``repeats`` each."""
+        feeds = self.middle(n)
+        best = {id(base): float("inf"), id(other): float("inf")}
+        for _ in range(repeats):
+            for session in (base, other):
+                start = time.perf_counter()
+                for feed in feeds:
+                    session.run(feed)
+                best[id(session)] = min(best[id(session)], time.perf_counter() - start)
+        return best[id(base)] / best[id(other)]
 
 
 def _read_fusion(checkpoint: Checkpoint) -> Fusion | None:
@@ -241,13 +245,16 @@ def _build_int8(
         quantize(fp32_path, path, recipe)
         return path, recipe, []
 
+    from twostage.server.runtime.session import OnnxSession
+
     gates = config.thresholds.for_variant(checkpoint.kind, "int8")
-    _, fp32_seconds = search_items.run(fp32_path, threads, repeats=2)
+    fp32_session = OnnxSession(fp32_path, intra_op_threads=threads)
 
     def evaluate(path: Path) -> tuple[dict[str, float], bool, float]:
-        got, seconds = search_items.run(path, threads, repeats=2)
-        found = figures(checkpoint.kind, search_ref, got, search_set.groups)
-        return found, not failures(found, gates, mix.margin), seconds
+        session = OnnxSession(path, intra_op_threads=threads)
+        found = figures(checkpoint.kind, search_ref, search_items.run(session), search_set.groups)
+        speed = search_items.speed_ratio(fp32_session, session)
+        return found, not failures(found, gates, mix.margin), speed
 
     def show(trial: MixTrial) -> None:
         shown = ", ".join(
@@ -255,8 +262,7 @@ def _build_int8(
         )
         steps.note(
             f"int8 mix with {len(trial.fp32_nodes)} fp32 nodes: {shown}, "
-            f"{fp32_seconds / trial.seconds:.2f}x fp32 "
-            f"{'passes' if trial.passed else 'fails'}"
+            f"{trial.speed_vs_fp32:.2f}x fp32, {'passes' if trial.passed else 'fails'}"
         )
 
     search = MixSearch(
@@ -269,13 +275,7 @@ def _build_int8(
         on_trial=show,
     )
     best = search.run()
-    # the fp32 baseline again, so a load change during the search does not skew the ratios
-    _, again = search_items.run(fp32_path, threads, repeats=1)
-    fp32_seconds = min(fp32_seconds, again)
-    trials = sorted(
-        (replace(t, speed_vs_fp32=round(fp32_seconds / t.seconds, 3)) for t in search.trials),
-        key=lambda t: len(t.fp32_nodes),
-    )
+    trials = sorted(search.trials, key=lambda t: len(t.fp32_nodes))
     recipe = replace(
         recipe.with_fp32(best.fp32_nodes, len(nodes)),
         selection=f"search: fewest fp32 nodes passing with margin {mix.margin:g}",
@@ -299,7 +299,7 @@ def mix_table(trials: Sequence[MixTrial]) -> str:
     ]
     for t in trials:
         vals = "  ".join(f"{t.figures.get(k, float('nan')):>15.5f}" for k in keys)
-        speed = f"{t.speed_vs_fp32:.2f}x" if t.speed_vs_fp32 else "-"
+        speed = f"{t.speed_vs_fp32:.2f}x"
         lines.append(f"{len(t.fp32_nodes):>10}  {vals}  {speed:>13}  {'yes' if t.passed else 'no'}")
     return "\n".join(lines)
 

@@ -211,20 +211,20 @@ class MixTrial:
     fp32_nodes: tuple[str, ...]
     figures: dict[str, float]
     passed: bool  # passes the thresholds with the search margin
-    seconds: float  # best wall time over the search texts (compare within one run only)
+    # fp32 time / this file's time, timed alternately on the same batch (same run only)
+    speed_vs_fp32: float
     path: Path
-    speed_vs_fp32: float | None = None
 
     def row(self) -> dict[str, Any]:
         return {
             "fp32_nodes": len(self.fp32_nodes),
             **{k: round(v, 6) for k, v in self.figures.items()},
-            "speed_vs_fp32": self.speed_vs_fp32,
+            "speed_vs_fp32": round(self.speed_vs_fp32, 3),
             "passed": self.passed,
         }
 
 
-# evaluate(path) -> (figures, passes with margin, best seconds)
+# evaluate(path) -> (figures, passes with margin, speed vs fp32)
 Evaluate = Callable[[Path], tuple[dict[str, float], bool, float]]
 
 
@@ -253,10 +253,10 @@ class MixSearch:
         nodes = tuple(self.ranked[:keep])
         path = self.workdir / f"model.int8.keep{keep}.onnx"
         quantize(self.fp32_path, path, self.recipe.with_fp32(nodes, len(self.ranked)))
-        figures, passed, seconds = self.evaluate(path)
-        result = MixTrial(nodes, figures, passed, seconds, path)
+        figures, passed, speed = self.evaluate(path)
+        result = MixTrial(nodes, figures, passed, speed, path)
         self.trials.append(result)
-        log.info("int8 mix: %d fp32 nodes -> %s passed=%s %.2fs", keep, figures, passed, seconds)
+        log.info("int8 mix: %d fp32 nodes -> %s passed=%s %.2fx", keep, figures, passed, speed)
         if self.on_trial is not None:
             self.on_trial(result)
         return result
