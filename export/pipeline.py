@@ -294,7 +294,7 @@ def mix_table(trials: Sequence[MixTrial]) -> str:
         if k in trials[0].figures
     ]
     lines = [
-        "int8 mix search (vs fp32 ONNX on the search texts)",
+        "int8 mix search (figures vs PyTorch on the search texts; speed vs the fp32 file)",
         "fp32 nodes  " + "  ".join(f"{k:>15}" for k in keys) + "  speed vs fp32  passes",
     ]
     for t in trials:
