@@ -268,6 +268,14 @@ def main(argv: list[str] | None = None) -> int:
             f"{len(int8_recipe.get('fp32_nodes', []))} weight nodes kept fp32.",
         ]
     )
+    load = info.get("load_at_start") or 0.0
+    if load > info["cpus"]:
+        md += (
+            f"\n\nThe machine was oversubscribed (load {load:.1f} on {info['cpus']} CPUs): "
+            "torch's OpenMP threads suffer most from that (its single-query latency with 2 "
+            "threads balloons), so read the latency column with care and rerun on an idle "
+            "machine for final figures."
+        )
     json_path, md_path = write_results(args.name, data, md)
     print(md)
     print(
