@@ -177,7 +177,7 @@ class App:
         self.state.registry = registry
         self.state.collections = collections
         self.state.searcher = searcher
-        self.state.ingestor = Ingestor(searcher, self.metrics, cfg.snapshot_every)
+        self.state.ingestor = Ingestor(searcher, cfg.snapshot_every)
 
     async def _warmup(self, registry: ModelRegistry) -> None:
         """One short and one long call per model: first ONNX runs allocate and are slow."""

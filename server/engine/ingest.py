@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from twostage.server.engine.models import Timings
 from twostage.server.engine.search import Searcher
 from twostage.server.errors import InvalidArgument
-from twostage.server.metrics import Metrics
 
 
 @dataclass(frozen=True)
@@ -27,10 +26,9 @@ class NewDocument:
 class Ingestor:
     """The Upsert and Delete operations."""
 
-    def __init__(self, searcher: Searcher, metrics: Metrics, snapshot_every: int) -> None:
+    def __init__(self, searcher: Searcher, snapshot_every: int) -> None:
         self.searcher = searcher
         self.collections = searcher.collections
-        self.metrics = metrics
         self.snapshot_every = snapshot_every
 
     async def upsert(

@@ -136,10 +136,8 @@ class Searcher:
         logit = logits[:, 0]
         scores = reranker.activate(logits)
         fusion = reranker.runtime.manifest.fusion
-        if fusion is not None and fusion.dense_weight > 0:
-            final = fuse(dense, logit, fusion.dense_weight)
-        else:
-            final = logit.astype(np.float64)
+        fused = fusion is not None and fusion.dense_weight > 0
+        final = fuse(dense, logit, fusion.dense_weight) if fused else logit.astype(np.float64)
         # best first; ties keep the dense order
         order = np.lexsort((np.arange(len(found)), -final))[:top_k]
         hits = [
@@ -151,9 +149,7 @@ class Searcher:
                 rerank_score=float(scores[i]),
                 dense_rank=int(i) + 1,
                 rank=rank + 1,
-                score=float(final[i])
-                if fusion is not None and fusion.dense_weight > 0
-                else float(scores[i]),
+                score=float(final[i]) if fused else float(scores[i]),
             )
             for rank, i in enumerate(order)
         ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import urllib.request
+
 import numpy as np
 
 from twostage.protos.twostage.v1 import twostage_pb2 as pb
@@ -28,3 +30,17 @@ def upsert_all(collections_stub, name: str, docs: list[pb.Document], batch: int 
         assert reply.upserted == len(docs[start : start + batch])
         seq = reply.sequence
     return seq
+
+
+def metric(port: int, name: str, labels: str = "") -> float:
+    """Sum of the server's Prometheus samples called ``name`` (whose labels contain ``labels``)."""
+    url = f"http://127.0.0.1:{port}/metrics"
+    text = urllib.request.urlopen(url, timeout=5).read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("#") or (labels and labels not in line):
+            continue
+        head, _, value = line.rpartition(" ")
+        if head.split("{")[0] == name:
+            total += float(value)
+    return total

@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import urllib.request
 from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
+from helpers import metric, vectors
 
 from twostage.protos.twostage.v1 import twostage_pb2 as pb
 from twostage.protos.twostage.v1 import twostage_pb2_grpc as pb_grpc
 from twostage.server.runtime import load_runtime
-
-
-def vectors(reply: pb.EmbedResponse) -> np.ndarray:
-    return np.stack([np.frombuffer(e.vector, dtype="<f4") for e in reply.embeddings])
 
 
 @pytest.fixture(scope="module")
@@ -33,17 +29,6 @@ def inference(channel):
 @pytest.fixture(scope="module")
 def passages(scifact_corpus) -> list[str]:
     return [f"{d['title']} {d['text']}" for d in scifact_corpus[:64]]
-
-
-def metric(server, name: str, labels: str = "") -> float:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics").read().decode()
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name) and (not labels or labels in line) and not line.startswith("#"):
-            head, value = line.rsplit(" ", 1)
-            if head.split("{")[0] == name:
-                total += float(value)
-    return total
 
 
 def test_embed_matches_the_runtime(inference, embedder_bundle: Path, passages) -> None:
@@ -64,7 +49,11 @@ def test_embed_matches_the_runtime(inference, embedder_bundle: Path, passages) -
 
 def test_concurrent_single_embeds_are_batched(fp32_server, passages) -> None:
     server = fp32_server
-    batches_before = metric(server, "twostage_batches_total", 'model="embedder"')
+
+    def batches_run() -> float:
+        return metric(server.metrics_port, "twostage_batches_total", 'model="embedder"')
+
+    batches_before = batches_run()
 
     async def run() -> tuple[list[np.ndarray], np.ndarray]:
         async with grpc.aio.insecure_channel(server.address) as ch:
@@ -76,7 +65,7 @@ def test_concurrent_single_embeds_are_batched(fp32_server, passages) -> None:
         return [vectors(r)[0] for r in singles], vectors(together)
 
     singles, together = asyncio.run(run())
-    batches = metric(server, "twostage_batches_total", 'model="embedder"') - batches_before
+    batches = batches_run() - batches_before
     assert np.allclose(np.stack(singles), together, atol=1e-5)
     # 64 calls of one text + 1 call of 64 texts ran in fewer model batches than calls
     assert 2 <= batches < 64, batches

@@ -8,14 +8,13 @@ import signal
 import subprocess
 import sys
 import tarfile
-import urllib.request
 from pathlib import Path
 
 import grpc
 import pytest
 from conftest import start_server
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from helpers import documents, upsert_all
+from helpers import documents, metric, upsert_all
 
 from twostage.protos.twostage.v1 import twostage_pb2 as pb
 from twostage.protos.twostage.v1 import twostage_pb2_grpc as pb_grpc
@@ -128,7 +127,7 @@ def test_sigterm_drains_in_flight_calls(tmp_path: Path, server_models, scifact_c
             call = pb_grpc.InferenceStub(ch).Embed(pb.EmbedRequest(texts=texts), timeout=120)
             task = asyncio.ensure_future(call)
             # wait until the server reports the call in flight, then ask it to stop
-            while _metric(server.metrics_port, "twostage_inflight_requests") < 1:
+            while metric(server.metrics_port, "twostage_inflight_requests") < 1:
                 await asyncio.sleep(0.02)
             server.proc.send_signal(signal.SIGTERM)
             try:
@@ -142,14 +141,6 @@ def test_sigterm_drains_in_flight_calls(tmp_path: Path, server_models, scifact_c
     code, n = asyncio.run(scenario())
     assert (code, n) == (grpc.StatusCode.OK, 128), server.log()
     assert server.proc.wait(60) == 0, server.log()
-
-
-def _metric(port: int, name: str) -> float:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[-1])
-    return 0.0
 
 
 @pytest.fixture(scope="session")

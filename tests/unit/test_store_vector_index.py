@@ -86,9 +86,12 @@ def test_scores_are_similarities_higher_is_better(corpus: Corpus, space: str) ->
 
 def test_per_request_ef_and_ef_at_least_k(corpus: Corpus, built: HnswIndex) -> None:
     truth = exact_top_k(corpus, 50, labels=np.arange(len(corpus.ids)) + 1000)
-    # k above the default ef: hnswlib searches with max(ef, k), so all 50 come back, accurately.
+    # k near the default ef: hnswlib searches with max(ef, k), so all 50 come back. Recall at a
+    # breadth barely above k is good but not exact (a multi-threaded build is not deterministic:
+    # 0.990 and 0.9898 were both seen), and a wider per-request ef closes the gap.
     assert all(built.search(q, 50)[0].shape == (50,) for q in corpus.queries[:5])
-    assert recall(built, corpus, truth, k=50) >= 0.99
+    assert recall(built, corpus, truth, k=50) >= 0.98
+    assert recall(built, corpus, truth, k=50, ef=200) >= 0.995
     low = HnswIndex(corpus.dim, ef=1)
     low.add(np.arange(len(corpus.ids)) + 1000, corpus.embeddings)
     truth10 = exact_top_k(corpus, K, labels=np.arange(len(corpus.ids)) + 1000)
