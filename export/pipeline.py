@@ -169,20 +169,29 @@ class _Batches:
         return best[id(base)] / best[id(other)]
 
 
-def _read_fusion(checkpoint: Checkpoint) -> Fusion | None:
-    """``fusion.json`` written by ``twostage train reranker``, if the checkpoint has one."""
-    file = checkpoint.path / "fusion.json"
+def read_fusion(folder: Path) -> Fusion | None:
+    """``fusion.json`` written by ``twostage train reranker`` in ``folder``, if there is one.
+
+    The manifest keeps the weight, the candidate depth it was fitted at and the held-back
+    figures; the per-weight curve stays in the training report."""
+    file = folder / "fusion.json"
     if not file.is_file():
         return None
     try:
         data = json.loads(file.read_text(encoding="utf-8"))
+        heldout = data.get("heldout") or {}
         return Fusion(
             method=str(data.get("method", "zscore")),
             dense_weight=float(data["dense_weight"]),
             fitted_on=str(data.get("fitted_on", "")),
-            heldout={str(k): float(v) for k, v in (data.get("heldout") or {}).items()},
+            candidates=int(data.get("candidates", 0)),
+            heldout={
+                str(k): float(v)
+                for k, v in heldout.items()
+                if isinstance(v, int | float) and not isinstance(v, bool)
+            },
         )
-    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ExportError(
             f"fusion.json is not valid ({type(exc).__name__}: {exc})", step="checkpoint"
         ) from None
@@ -323,7 +332,7 @@ def run_export(config: ExportConfig, echo: Callable[[str], None] | None = print)
                     revision=config.revision,
                     max_length=config.max_length,
                 )
-                fusion = _read_fusion(ckpt)
+                fusion = read_fusion(ckpt.path)
                 query_prefix, document_prefix = _read_prompts(ckpt)
             name = config.name or ckpt.name
             out = Path(config.out) if config.out is not None else Path("models") / name

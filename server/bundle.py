@@ -68,6 +68,8 @@ class Fusion:
     method: str = "zscore"
     dense_weight: float = 0.0
     fitted_on: str = ""
+    # candidates per query the weight was fitted over (0: not recorded); z-scores depend on it
+    candidates: int = 0
     heldout: dict[str, float] = field(default_factory=dict)
 
 

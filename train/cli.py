@@ -125,8 +125,8 @@ def register(subparsers: Any) -> None:
     rr.add_argument(
         "--candidates",
         type=int,
-        default=20,
-        help="dense candidates reranked per query when fitting (default 20)",
+        default=100,
+        help="dense candidates reranked per query when fitting (default %(default)s, as Search)",
     )
     rr.add_argument(
         "--embed-max-length",

@@ -42,7 +42,9 @@ class RerankerOptions:
     skip_top: int = 3  # ranks 1..skip_top are never used as negatives (often unjudged positives)
     depth: int = 100  # negatives come from ranks skip_top+1 .. depth
     heldout_queries: int = 80  # training queries kept out of training to fit the fusion weight
-    candidates: int = 20  # dense candidates reranked per query (as the server will)
+    # dense candidates reranked per query when fitting the fusion: the server's default Search
+    # depth, because the z-scores (and so the weight) depend on how many candidates there are
+    candidates: int = 100
     serving_max_length: int = 256
     # tokens per corpus text when the bi-encoder embeds the corpus (None: the model's own, as
     # served). Shorter is faster (128: about half the time) but the fusion is then fitted on

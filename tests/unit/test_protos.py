@@ -26,9 +26,20 @@ def test_contract_names() -> None:
     assert set(services) == {"Inference", "Collections", "Search", "Info"}
     assert pb.DESCRIPTOR.package == "twostage.v1"
     methods = {m.name for s in services.values() for m in s.methods}
-    assert {"Embed", "Rerank", "ScorePairs", "CreateCollection", "ListCollections",
-            "DescribeCollection", "DropCollection", "Upsert", "Delete", "Get", "Search",
-            "GetInfo"} <= methods
+    assert {
+        "Embed",
+        "Rerank",
+        "ScorePairs",
+        "CreateCollection",
+        "ListCollections",
+        "DescribeCollection",
+        "DropCollection",
+        "Upsert",
+        "Delete",
+        "Get",
+        "Search",
+        "GetInfo",
+    } <= methods
     search = pb.SearchRequest.DESCRIPTOR.fields_by_name
     assert search["rerank"].has_presence, "rerank must be optional so unset differs from false"
     for enum in pb.DESCRIPTOR.enum_types_by_name.values():

@@ -14,6 +14,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from twostage.export.pipeline import read_fusion
 from twostage.train.beir import load_beir, sample_beir
 from twostage.train.bi_encoder import prepare_bi_encoder, run_bi_encoder
 from twostage.train.cross_encoder import prepare_cross_encoder, run_cross_encoder
@@ -184,6 +185,14 @@ def test_reranker_writes_checkpoint_fusion_and_report(work: Path, mini_beir: Pat
     assert model.num_labels == 1
     hf = AutoModelForSequenceClassification.from_pretrained(str(out))
     assert hf.config.num_labels == 1
+    # export reads the file the trainer wrote (its held-back curve is nested: the manifest keeps
+    # the flat figures and the depth the weight was fitted at)
+    served = read_fusion(out)
+    assert served is not None
+    assert served.dense_weight == fusion["dense_weight"]
+    assert served.candidates == 10
+    assert served.heldout["fused_ndcg10"] == fusion["heldout"]["fused_ndcg10"]
+    assert "curve" not in served.heldout
 
 
 def test_mined_negatives_are_never_positives(mini_beir: Path) -> None:
