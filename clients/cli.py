@@ -43,7 +43,7 @@ def _connection_options() -> argparse.ArgumentParser:
     g.add_argument("--root-certs", type=Path, help="PEM root certificates for TLS (implies --tls)")
     g.add_argument(
         "--token",
-        help="bearer token sent as 'authorization: Bearer ...' (env TWOSTAGE_TOKEN)",
+        help="bearer token sent as 'authorization: Bearer ...' (env TWOSTAGE_AUTH_TOKEN)",
     )
     return p
 
@@ -63,7 +63,7 @@ def _client_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "timeout": args.timeout,
         "tls": args.tls,
         "root_certificates": args.root_certs,
-        "token": args.token or os.environ.get("TWOSTAGE_TOKEN") or None,
+        "token": args.token or os.environ.get("TWOSTAGE_AUTH_TOKEN") or None,
     }
 
 

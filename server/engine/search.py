@@ -59,7 +59,8 @@ def ranking_name(reranker: CrossEncoder | None) -> str:
         return "dense"
     fusion = reranker.runtime.manifest.fusion
     if fusion is not None and fusion.dense_weight > 0:
-        return f"fusion:{fusion.method}(dense_weight={fusion.dense_weight:g})"
+        fitted = f",fitted_candidates={fusion.candidates}" if fusion.candidates else ""
+        return f"fusion:{fusion.method}(dense_weight={fusion.dense_weight:g}{fitted})"
     return "rerank"
 
 
