@@ -20,7 +20,6 @@ import asyncio
 import json
 import os
 import platform
-import re
 import shutil
 import signal
 import socket
@@ -33,6 +32,7 @@ from pathlib import Path
 
 import grpc
 import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
 
 from twostage.protos.twostage.v1 import twostage_pb2 as pb
 from twostage.protos.twostage.v1 import twostage_pb2_grpc as pb_grpc
@@ -78,8 +78,12 @@ def metrics_text(port: int) -> str:
 
 
 def metric_sum(text: str, name: str, model: str) -> float:
-    pattern = re.compile(rf'^{name}\{{[^}}]*model="{model}"[^}}]*\}} ([0-9.e+-]+)$', re.M)
-    return sum(float(m) for m in pattern.findall(text))
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and sample.labels.get("model") == model
+    )
 
 
 class Server:

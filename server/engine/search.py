@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from twostage.server.bundle import Fusion
 from twostage.server.engine.models import CrossEncoder, Embedder, Timings
 from twostage.server.engine.registry import ModelRegistry
 from twostage.server.errors import FailedPrecondition
@@ -54,11 +55,17 @@ def fuse(dense: np.ndarray, logits: np.ndarray, dense_weight: float) -> np.ndarr
     return dense_weight * zscore(dense) + (1.0 - dense_weight) * zscore(logits)
 
 
+def served_fusion(reranker: CrossEncoder) -> Fusion | None:
+    """The fusion Search ranks by with this reranker; ``None``: the cross-encoder alone."""
+    fusion = reranker.runtime.manifest.fusion
+    return fusion if fusion is not None and fusion.dense_weight > 0 else None
+
+
 def ranking_name(reranker: CrossEncoder | None) -> str:
     if reranker is None:
         return "dense"
-    fusion = reranker.runtime.manifest.fusion
-    if fusion is not None and fusion.dense_weight > 0:
+    fusion = served_fusion(reranker)
+    if fusion is not None:
         fitted = f",fitted_candidates={fusion.candidates}" if fusion.candidates else ""
         return f"fusion:{fusion.method}(dense_weight={fusion.dense_weight:g}{fitted})"
     return "rerank"
@@ -136,9 +143,9 @@ class Searcher:
         )
         logit = logits[:, 0]
         scores = reranker.activate(logits)
-        fusion = reranker.runtime.manifest.fusion
-        fused = fusion is not None and fusion.dense_weight > 0
-        final = fuse(dense, logit, fusion.dense_weight) if fused else logit.astype(np.float64)
+        fusion = served_fusion(reranker)
+        fused = fusion is not None
+        final = fuse(dense, logit, fusion.dense_weight) if fusion else logit.astype(np.float64)
         # best first; ties keep the dense order
         order = np.lexsort((np.arange(len(found)), -final))[:top_k]
         hits = [

@@ -5,6 +5,7 @@ from __future__ import annotations
 import urllib.request
 
 import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
 
 from twostage.protos.twostage.v1 import twostage_pb2 as pb
 
@@ -32,15 +33,13 @@ def upsert_all(collections_stub, name: str, docs: list[pb.Document], batch: int 
     return seq
 
 
-def metric(port: int, name: str, labels: str = "") -> float:
-    """Sum of the server's Prometheus samples called ``name`` (whose labels contain ``labels``)."""
+def metric(port: int, name: str, **labels: str) -> float:
+    """Sum of the server's Prometheus samples called ``name`` that carry ``labels``."""
     url = f"http://127.0.0.1:{port}/metrics"
     text = urllib.request.urlopen(url, timeout=5).read().decode()
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith("#") or (labels and labels not in line):
-            continue
-        head, _, value = line.rpartition(" ")
-        if head.split("{")[0] == name:
-            total += float(value)
-    return total
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and labels.items() <= sample.labels.items()
+    )

@@ -51,7 +51,7 @@ def test_concurrent_single_embeds_are_batched(fp32_server, passages) -> None:
     server = fp32_server
 
     def batches_run() -> float:
-        return metric(server.metrics_port, "twostage_batches_total", 'model="embedder"')
+        return metric(server.metrics_port, "twostage_batches_total", model="embedder")
 
     batches_before = batches_run()
 
