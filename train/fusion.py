@@ -1,7 +1,8 @@
 """Fusion of the dense (bi-encoder) score and the cross-encoder logit over one query's candidates.
 
 ``final = w * z(dense) + (1 - w) * z(rerank)``, z standardising over the query's candidate set
-(population std; a constant score set maps to zeros). The server mirrors :func:`fuse` exactly;
+(population std; a constant score set maps to zeros). :func:`fuse` is the server's own
+(:mod:`twostage.server.fusion`, the one implementation);
 the weight ``w`` comes from ``fusion.json`` written by ``twostage train reranker``, fitted on
 held-back training queries by :func:`fit_dense_weight`, never on test data.
 """
@@ -13,34 +14,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from twostage.server.fusion import fuse, zscore
+
+__all__ = ["FusionFit", "fit_dense_weight", "fuse", "zscore"]
+
 FUSION_METHOD = "zscore"
 WEIGHT_GRID = tuple(round(0.05 * i, 2) for i in range(21))  # 0.0, 0.05, ..., 1.0
-
-
-def zscore(scores: Sequence[float] | np.ndarray) -> np.ndarray:
-    """(x - mean) / std over one query's candidates; all zeros when the scores are constant."""
-    x = np.asarray(scores, dtype=np.float64)
-    if x.size == 0:
-        return x
-    std = x.std()
-    if not np.isfinite(std) or std < 1e-12:
-        return np.zeros_like(x)
-    return (x - x.mean()) / std
-
-
-def fuse(
-    dense: Sequence[float] | np.ndarray, rerank: Sequence[float] | np.ndarray, dense_weight: float
-) -> np.ndarray:
-    """Fused scores of one query's candidates; higher ranks first. ``dense_weight`` in [0, 1]."""
-    if not 0.0 <= dense_weight <= 1.0:
-        raise ValueError(f"dense_weight must be in [0, 1], got {dense_weight}")
-    d = np.asarray(dense, dtype=np.float64)
-    r = np.asarray(rerank, dtype=np.float64)
-    if d.shape != r.shape:
-        raise ValueError(f"dense and rerank scores differ in shape: {d.shape} vs {r.shape}")
-    if dense_weight == 1.0:
-        return zscore(d)
-    return dense_weight * zscore(d) + (1.0 - dense_weight) * zscore(r)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,9 @@ import numpy as np
 from twostage.protos.twostage.v1 import twostage_pb2 as pb
 from twostage.server.config import ServerConfig
 from twostage.server.engine.models import Timings
+from twostage.server.engine.tuning import LabeledQuery
 from twostage.server.errors import InvalidArgument
+from twostage.server.fusion import DEFAULT_RRF_K, FirstStageFusion
 
 COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_ID_CHARS = 512
@@ -32,6 +34,28 @@ SPACES = {
     pb.SPACE_L2: "l2",
 }
 SPACE_ENUM = {"cosine": pb.SPACE_COSINE, "ip": pb.SPACE_IP, "l2": pb.SPACE_L2}
+ANALYZERS = {
+    pb.ANALYZER_UNSPECIFIED: "english",
+    pb.ANALYZER_ENGLISH: "english",
+    pb.ANALYZER_SIMPLE: "simple",
+    pb.ANALYZER_NONE: "none",
+}
+ANALYZER_ENUM = {
+    "english": pb.ANALYZER_ENGLISH,
+    "simple": pb.ANALYZER_SIMPLE,
+    "none": pb.ANALYZER_NONE,
+}
+RETRIEVALS = {
+    pb.RETRIEVAL_UNSPECIFIED: None,
+    pb.RETRIEVAL_DENSE: "dense",
+    pb.RETRIEVAL_LEXICAL: "lexical",
+    pb.RETRIEVAL_HYBRID: "hybrid",
+}
+FUSION_METHODS = {
+    pb.FUSION_METHOD_RRF: "rrf",
+    pb.FUSION_METHOD_ZSCORE: "zscore",
+    pb.FUSION_METHOD_ADAPTIVE: "adaptive",
+}
 KIND_ENUM = {
     "embedder": pb.MODEL_KIND_EMBEDDER,
     "reranker": pb.MODEL_KIND_RERANKER,
@@ -47,6 +71,7 @@ def metadata(timings: Timings) -> pb.Metadata:
         queue_ns=timings.queue_ns,
         inference_ns=timings.inference_ns,
         index_ns=timings.index_ns,
+        lexical_ns=timings.lexical_ns,
         total_ns=timings.total_ns,
         tokens=timings.tokens,
         models=",".join(timings.models),
@@ -144,3 +169,77 @@ def search_depth(top_k: int, candidates: int, ef: int, cfg: ServerConfig) -> tup
     if ef and ef > 10 * cfg.max_candidates:
         raise InvalidArgument(f"ef: {ef} is over the limit {10 * cfg.max_candidates}", field="ef")
     return top_k, candidates, max(ef, candidates) if ef else 0
+
+
+def enum_value(value: int, table: Mapping[int, object], field: str) -> object:
+    """The domain value of a proto enum; an unknown number is refused, naming the field."""
+    if value not in table:
+        raise InvalidArgument(f"{field}: unknown value {value}", field=field)
+    return table[value]
+
+
+def retrieval(value: int) -> str | None:
+    return enum_value(value, RETRIEVALS, "retrieval")  # type: ignore[return-value]
+
+
+def fusion(request: pb.SearchRequest) -> FirstStageFusion | None:
+    """The request's first-stage fusion; ``None`` = the collection's default."""
+    if not request.HasField("fusion"):
+        return None
+    f = request.fusion
+    has_weight = f.HasField("dense_weight")
+    if f.method == pb.FUSION_METHOD_UNSPECIFIED and not has_weight and not f.rrf_k:
+        return None
+    method = "zscore" if f.method == pb.FUSION_METHOD_UNSPECIFIED else None
+    method = method or str(enum_value(f.method, FUSION_METHODS, "fusion.method"))
+    if f.rrf_k and not (np.isfinite(f.rrf_k) and 0 < f.rrf_k <= 1e6):
+        raise InvalidArgument(
+            f"fusion.rrf_k: {f.rrf_k} must be a positive number", field="fusion.rrf_k"
+        )
+    weight = f.dense_weight if has_weight else 0.5
+    if not (np.isfinite(weight) and 0.0 <= weight <= 1.0):
+        raise InvalidArgument(
+            f"fusion.dense_weight: {weight} must be in [0, 1]", field="fusion.dense_weight"
+        )
+    return FirstStageFusion(
+        method=method, dense_weight=float(weight), rrf_k=float(f.rrf_k or DEFAULT_RRF_K)
+    )
+
+
+def channel_depths(request: pb.SearchRequest, candidates: int, cfg: ServerConfig) -> None:
+    """Check the per-channel and rerank depths against the limits."""
+    for name in ("dense_candidates", "lexical_candidates"):
+        value = getattr(request, name)
+        if value > cfg.max_candidates:
+            raise InvalidArgument(
+                f"{name}: {value} is over the limit {cfg.max_candidates}", field=name
+            )
+    if request.rerank_depth > candidates:
+        raise InvalidArgument(
+            f"rerank_depth: {request.rerank_depth} is larger than candidates ({candidates})",
+            field="rerank_depth",
+        )
+
+
+MAX_TUNE_QUERIES = 10_000
+
+
+def labeled_queries(values: Sequence[pb.LabeledQuery], cfg: ServerConfig) -> list[LabeledQuery]:
+    """Tune's labelled queries: each a valid query with at least one relevant id."""
+    if len(values) > MAX_TUNE_QUERIES:
+        raise InvalidArgument(
+            f"queries: {len(values)} given, the limit is {MAX_TUNE_QUERIES}", field="queries"
+        )
+    out = []
+    for i, q in enumerate(values):
+        text = query(q.query, cfg, field=f"queries[{i}].query")
+        relevant = dict(q.relevant)
+        for doc, grade in relevant.items():
+            if not doc or len(doc) > MAX_ID_CHARS or not np.isfinite(grade):
+                raise InvalidArgument(
+                    f"queries[{i}].relevant: ids must be 1-{MAX_ID_CHARS} characters with "
+                    "finite grades",
+                    field="queries",
+                )
+        out.append(LabeledQuery(text, relevant))
+    return out

@@ -1,7 +1,8 @@
 """Bearer-token check for writes and admin calls (optional; off when no token is configured).
 
 Reads (Embed, Rerank, ScorePairs, Search, Get, List/Describe, GetInfo, health, reflection) stay
-open; Upsert, Delete, CreateCollection and DropCollection need ``authorization: Bearer <token>``.
+open; Upsert, Delete, CreateCollection, DropCollection and Tune need
+``authorization: Bearer <token>``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ PROTECTED_METHODS = frozenset(
         "/twostage.v1.Collections/Delete",
         "/twostage.v1.Collections/CreateCollection",
         "/twostage.v1.Collections/DropCollection",
+        "/twostage.v1.Collections/Tune",
     }
 )
 

@@ -30,6 +30,7 @@ from twostage.server.engine.ingest import Ingestor, NewDocument
 from twostage.server.engine.models import CrossEncoder, Embedder, Timings
 from twostage.server.engine.registry import ModelRegistry
 from twostage.server.engine.search import Searcher, ranking_name
+from twostage.server.engine.tuning import Tuner
 from twostage.server.errors import InvalidArgument, Unavailable
 from twostage.server.metrics import Metrics
 from twostage.server.store.collections import Collection, CollectionManager
@@ -178,7 +179,7 @@ class InferenceServicer(_Base, pb_grpc.InferenceServicer):
         return reply
 
 
-def _collection_info(collection: Collection) -> pb.CollectionInfo:
+def _collection_info(collection: Collection, ranking: str = "") -> pb.CollectionInfo:
     d = collection.describe()
     try:
         created = int(datetime.fromisoformat(d.get("created", "")).timestamp())
@@ -195,10 +196,18 @@ def _collection_info(collection: Collection) -> pb.CollectionInfo:
         embedder=str(d.get("embedder", {}).get("name", "")),
         embedder_source=str(d.get("embedder", {}).get("source", "")),
         created_unix=created,
+        analyzer=convert.ANALYZER_ENUM.get(collection.config.analyzer, pb.ANALYZER_UNSPECIFIED),
+        ranking=ranking,
+        tuned=bool(collection.config.tuning),
     )
 
 
 class CollectionsServicer(_Base, pb_grpc.CollectionsServicer):
+    def _info(self, collection: Collection) -> pb.CollectionInfo:
+        searcher = self.state.searcher
+        ranking = searcher.default_ranking(collection) if searcher is not None else ""
+        return _collection_info(collection, ranking)
+
     @_handler("CreateCollection")
     async def CreateCollection(self, request, context, deadline):  # type: ignore[no-untyped-def]
         name = convert.collection_name(request.name, field="name")
@@ -211,6 +220,7 @@ class CollectionsServicer(_Base, pb_grpc.CollectionsServicer):
                 f"ef_construction: {request.ef_construction} is outside 10..4096",
                 field="ef_construction",
             )
+        analyzer = str(convert.enum_value(request.analyzer, convert.ANALYZERS, "analyzer"))
         embedder: Embedder = self.registry.embedder(request.embedder)
         collection = await asyncio.to_thread(
             self.collections.create,
@@ -221,21 +231,20 @@ class CollectionsServicer(_Base, pb_grpc.CollectionsServicer):
             ef_construction=request.ef_construction or 200,
             ef=request.ef or max(self.state.cfg.default_candidates, 64),
             embedder={"name": embedder.name, "source": embedder.source_sha256},
+            analyzer=analyzer,
         )
-        return pb.CreateCollectionResponse(collection=_collection_info(collection))
+        return pb.CreateCollectionResponse(collection=self._info(collection))
 
     @_handler("ListCollections")
     async def ListCollections(self, request, context, deadline):  # type: ignore[no-untyped-def]
         return pb.ListCollectionsResponse(
-            collections=[_collection_info(c) for c in self.collections.list()]
+            collections=[self._info(c) for c in self.collections.list()]
         )
 
     @_handler("DescribeCollection")
     async def DescribeCollection(self, request, context, deadline):  # type: ignore[no-untyped-def]
         name = convert.collection_name(request.name, field="name")
-        return pb.DescribeCollectionResponse(
-            collection=_collection_info(self.collections.get(name))
-        )
+        return pb.DescribeCollectionResponse(collection=self._info(self.collections.get(name)))
 
     @_handler("DropCollection")
     async def DropCollection(self, request, context, deadline):  # type: ignore[no-untyped-def]
@@ -290,6 +299,35 @@ class CollectionsServicer(_Base, pb_grpc.CollectionsServicer):
             not_found=[i for i, d in zip(ids, found, strict=True) if d is None],
         )
 
+    @_handler("Tune")
+    async def Tune(self, request, context, deadline):  # type: ignore[no-untyped-def]
+        name = convert.collection_name(request.collection)
+        queries = convert.labeled_queries(request.queries, self.state.cfg)
+        assert self.state.searcher is not None
+        report = await Tuner(self.state.searcher).tune(
+            name,
+            queries,
+            rerank=request.rerank if request.HasField("rerank") else None,
+            dry_run=request.dry_run,
+        )
+        return pb.TuneResponse(
+            modes=[
+                pb.TuneMode(
+                    ranking=m.ranking,
+                    ndcg10=m.ndcg10,
+                    delta_vs_dense=m.delta_vs_dense,
+                    p_value=m.p_value,
+                    recall100=m.recall100,
+                    chosen=m.chosen,
+                    queries=m.queries,
+                )
+                for m in report.modes
+            ],
+            ranking=report.ranking,
+            stored=report.stored,
+            queries=report.queries,
+        )
+
 
 class SearchServicer(_Base, pb_grpc.SearchServicer):
     @_handler("Search")
@@ -300,6 +338,7 @@ class SearchServicer(_Base, pb_grpc.SearchServicer):
         top_k, candidates, ef = convert.search_depth(
             request.top_k, request.candidates, request.ef, cfg
         )
+        convert.channel_depths(request, candidates, cfg)
         rerank = request.rerank if request.HasField("rerank") else None
         assert self.state.searcher is not None
         outcome = await self.state.searcher.search(
@@ -312,6 +351,11 @@ class SearchServicer(_Base, pb_grpc.SearchServicer):
             filter=convert.filter_map(request.filter),
             reranker_name=request.reranker,
             deadline=deadline,
+            retrieval=convert.retrieval(request.retrieval),
+            dense_candidates=request.dense_candidates,
+            lexical_candidates=request.lexical_candidates,
+            fusion=convert.fusion(request),
+            rerank_depth=request.rerank_depth,
         )
         return pb.SearchResponse(
             hits=[
@@ -324,6 +368,8 @@ class SearchServicer(_Base, pb_grpc.SearchServicer):
                     dense_rank=h.dense_rank,
                     rank=h.rank,
                     score=h.score,
+                    lexical_score=h.lexical_score,
+                    lexical_rank=h.lexical_rank,
                 )
                 for h in outcome.hits
             ],

@@ -29,6 +29,7 @@ class Timings:
     queue_ns: int = 0
     inference_ns: int = 0
     index_ns: int = 0
+    lexical_ns: int = 0
     tokens: int = 0
     models: list[str] = field(default_factory=list)
     started_ns: int = field(default_factory=time.perf_counter_ns)
@@ -38,6 +39,7 @@ class Timings:
         self.queue_ns += other.queue_ns
         self.inference_ns += other.inference_ns
         self.index_ns += other.index_ns
+        self.lexical_ns += other.lexical_ns
         self.tokens += other.tokens
         for name in other.models:
             if name not in self.models:

@@ -1,24 +1,38 @@
-"""Search: embed the query, take ANN candidates, rerank them with the cross-encoder, cut to top_k.
+"""Search: a first stage over the dense and lexical channels, fused, then the rerank stage where it
+earns its cost, cut to top_k.
 
-The final order is the cross-encoder's, or the fusion of dense and cross-encoder scores that the
-reranker bundle declares (fitted on held-back training queries at training time); ``rerank_score``
-always stays the cross-encoder's own (sigmoid) score.
+First stage. ``dense`` embeds the query and asks the vector index; ``lexical`` asks the
+collection's BM25 (FTS5) table; ``hybrid`` runs both (the lexical query starts while the query is
+being embedded) and takes the union of their candidates. Every union member then gets both
+channels' scores (exact similarity from its stored embedding, BM25 restricted to the candidates),
+and the union is ranked by the fusion of :mod:`twostage.server.fusion` and cut to ``candidates``.
+
+Rerank. The cross-encoder scores the best ``depth`` candidates; their final order is
+``w * z(logit) + (1 - w) * z(first-stage score)`` with ``w`` and ``depth`` from the collection's
+tuning (``twostage tune``) or, when a request asks for rerank explicitly, from the reranker
+bundle's held-back fit. An untuned collection does not rerank by default: a cross-encoder fitted
+on one domain was measured to lose to dense-only on others, so it runs only where labels showed
+it helps, or where a request asks for it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from twostage.server.bundle import Fusion
 from twostage.server.engine.models import CrossEncoder, Embedder, Timings
 from twostage.server.engine.registry import ModelRegistry
-from twostage.server.errors import FailedPrecondition
+from twostage.server.errors import FailedPrecondition, InvalidArgument
+from twostage.server.fusion import DEFAULT_FIRST_STAGE, FirstStageFusion, fuse
 from twostage.server.store.collections import Collection, CollectionManager
+
+RETRIEVALS = ("dense", "lexical", "hybrid")
 
 
 @dataclass(frozen=True)
@@ -31,6 +45,8 @@ class SearchHit:
     dense_rank: int
     rank: int
     score: float
+    lexical_score: float = 0.0
+    lexical_rank: int = 0
 
 
 @dataclass
@@ -41,27 +57,67 @@ class SearchOutcome:
     timings: Timings = field(default_factory=Timings)
 
 
-def zscore(values: np.ndarray) -> np.ndarray:
-    """Per-query standardisation over the candidate set (all zeros when the spread is zero)."""
-    v = np.asarray(values, dtype=np.float64)
-    std = v.std()
-    if v.size == 0 or std < 1e-12:
-        return np.zeros_like(v)
-    return (v - v.mean()) / std
+@dataclass
+class Candidates:
+    """One query's first-stage candidates with every channel's evidence, in first-stage order
+    once :meth:`order_by` ran. Ranks are 1-based within a channel's own results, 0 = absent."""
+
+    ids: list[str]
+    texts: list[str]
+    metadata: list[Mapping[str, str]]
+    dense: np.ndarray
+    lexical: np.ndarray
+    dense_ranks: np.ndarray
+    lexical_ranks: np.ndarray
+    score: np.ndarray  # the first-stage score the order follows
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def take(self, order: np.ndarray) -> Candidates:
+        return Candidates(
+            [self.ids[i] for i in order],
+            [self.texts[i] for i in order],
+            [self.metadata[i] for i in order],
+            self.dense[order],
+            self.lexical[order],
+            self.dense_ranks[order],
+            self.lexical_ranks[order],
+            self.score[order],
+        )
+
+    def order_by(self, score: np.ndarray, limit: int) -> Candidates:
+        """Sorted by ``score`` (best first; ties keep the current order), cut to ``limit``."""
+        self.score = np.asarray(score, dtype=np.float64)
+        order = np.lexsort((np.arange(len(self.ids)), -self.score))[:limit]
+        return self.take(order)
 
 
-def fuse(dense: np.ndarray, logits: np.ndarray, dense_weight: float) -> np.ndarray:
-    """``w * z(dense) + (1 - w) * z(logit)``: the fusion the training run fitted ``w`` for."""
-    return dense_weight * zscore(dense) + (1.0 - dense_weight) * zscore(logits)
+@dataclass(frozen=True)
+class RerankPlan:
+    """Whether and how the rerank stage runs for one request."""
+
+    run: bool
+    weight: float = 1.0  # of z(cross-encoder logit); the first stage gets 1 - weight
+    depth: int = 0
+    why: str = ""  # when it does not run
+
+    def name(self) -> str:
+        if not self.run:
+            return f"rerank:off({self.why})" if self.why else ""
+        if self.weight >= 1.0:
+            return f"rerank(depth={self.depth})"
+        return f"rerank:fused(weight={self.weight:g},depth={self.depth})"
 
 
 def served_fusion(reranker: CrossEncoder) -> Fusion | None:
-    """The fusion Search ranks by with this reranker; ``None``: the cross-encoder alone."""
+    """The fitted fusion of this reranker's bundle; ``None``: the cross-encoder alone."""
     fusion = reranker.runtime.manifest.fusion
     return fusion if fusion is not None and fusion.dense_weight > 0 else None
 
 
 def ranking_name(reranker: CrossEncoder | None) -> str:
+    """How an explicit rerank with this reranker ranks (``Info``'s per-model figure)."""
     if reranker is None:
         return "dense"
     fusion = served_fusion(reranker)
@@ -69,6 +125,22 @@ def ranking_name(reranker: CrossEncoder | None) -> str:
         fitted = f",fitted_candidates={fusion.candidates}" if fusion.candidates else ""
         return f"fusion:{fusion.method}(dense_weight={fusion.dense_weight:g}{fitted})"
     return "rerank"
+
+
+def default_retrieval(collection: Collection) -> str:
+    tuned = collection.config.tuning.get("retrieval")
+    if tuned in RETRIEVALS and (tuned == "dense" or collection.has_lexical):
+        return str(tuned)
+    return "hybrid" if collection.has_lexical else "dense"
+
+
+def default_fusion(collection: Collection) -> FirstStageFusion:
+    tuned = collection.config.tuning.get("fusion")
+    return FirstStageFusion.from_json(tuned) if tuned else DEFAULT_FIRST_STAGE
+
+
+def first_stage_name(retrieval: str, fusion: FirstStageFusion) -> str:
+    return f"hybrid:{fusion.name()}" if retrieval == "hybrid" else retrieval
 
 
 class Searcher:
@@ -98,6 +170,151 @@ class Searcher:
             )
         return embedder
 
+    def default_ranking(self, collection: Collection) -> str:
+        """What a default Search request on ``collection`` applies (CollectionInfo.ranking)."""
+        retrieval = default_retrieval(collection)
+        name = first_stage_name(retrieval, default_fusion(collection))
+        plan = self._rerank_plan(collection, None, "", 0, 100)
+        return name + ("+" + plan.name() if plan.run else "")
+
+    # -- the first stage ------------------------------------------------------------------------
+
+    async def candidates(
+        self,
+        collection: Collection,
+        query: str,
+        *,
+        retrieval: str,
+        dense_k: int,
+        lexical_k: int,
+        ef: int = 0,
+        filter: Mapping[str, str] | None = None,
+        deadline: float | None = None,
+        timings: Timings,
+    ) -> Candidates:
+        """Both channels' candidates (union) with both scores filled; unordered."""
+        if retrieval not in RETRIEVALS:
+            raise InvalidArgument(
+                f"retrieval must be one of {', '.join(RETRIEVALS)}", field="retrieval"
+            )
+        if retrieval != "dense" and not collection.has_lexical:
+            raise FailedPrecondition(
+                f"collection {collection.name!r} has no lexical channel (analyzer 'none'); "
+                "use retrieval DENSE",
+                field="retrieval",
+            )
+        lexical_task: asyncio.Task[Any] | None = None
+        if retrieval != "dense":
+            lexical_task = asyncio.create_task(
+                _timed(asyncio.to_thread(collection.lexical_search, query, lexical_k, filter))
+            )
+        dense_hits: list[Any] = []
+        vector: np.ndarray | None = None
+        try:
+            if retrieval != "lexical":
+                embedder = self.embedder_for(collection)
+                vectors = await embedder.embed(
+                    [query], input_type="query", deadline=deadline, timings=timings
+                )
+                vector = vectors[0]
+                start = time.perf_counter_ns()
+                dense_hits = await asyncio.to_thread(
+                    collection.search, vector, dense_k, ef or None, filter
+                )
+                timings.index_ns += time.perf_counter_ns() - start
+        finally:
+            lexical_hits: list[Any] = []
+            if lexical_task is not None:
+                lexical_hits, elapsed = await lexical_task
+                timings.lexical_ns += elapsed
+        return await self._union(collection, query, vector, dense_hits, lexical_hits, timings)
+
+    async def _union(
+        self,
+        collection: Collection,
+        query: str,
+        vector: np.ndarray | None,
+        dense_hits: Sequence[Any],
+        lexical_hits: Sequence[Any],
+        timings: Timings,
+    ) -> Candidates:
+        by_label: dict[int, int] = {}
+        ids: list[str] = []
+        texts: list[str] = []
+        metas: list[Mapping[str, str]] = []
+        labels: list[int] = []
+        dense: dict[int, float] = {}
+        lexical: dict[int, float] = {}
+        d_rank: dict[int, int] = {}
+        l_rank: dict[int, int] = {}
+        for hits, scores, ranks in ((dense_hits, dense, d_rank), (lexical_hits, lexical, l_rank)):
+            for rank, h in enumerate(hits, start=1):
+                scores[h.label] = h.score
+                ranks[h.label] = rank
+                if h.label not in by_label:
+                    by_label[h.label] = len(ids)
+                    ids.append(h.id)
+                    texts.append(h.text)
+                    metas.append(h.metadata)
+                    labels.append(h.label)
+        if dense_hits and lexical_hits:
+            # the union: fill the score each channel did not return
+            missing_dense = [x for x in labels if x not in dense]
+            missing_lexical = [x for x in labels if x not in lexical]
+            start = time.perf_counter_ns()
+            filled_dense, filled_lexical = await asyncio.to_thread(
+                lambda: (
+                    collection.dense_scores(vector, missing_dense),
+                    collection.lexical_scores(query, missing_lexical),
+                )
+            )
+            timings.index_ns += time.perf_counter_ns() - start
+            dense.update(filled_dense)
+            lexical.update(filled_lexical)
+        floor = min(dense.values(), default=0.0)  # a document gone meanwhile ranks last
+        return Candidates(
+            ids,
+            texts,
+            metas,
+            np.asarray([dense.get(x, floor) for x in labels], dtype=np.float64),
+            np.asarray([lexical.get(x, 0.0) for x in labels], dtype=np.float64),
+            np.asarray([d_rank.get(x, 0) for x in labels], dtype=np.int64),
+            np.asarray([l_rank.get(x, 0) for x in labels], dtype=np.int64),
+            np.zeros(len(labels), dtype=np.float64),
+        )
+
+    # -- the rerank stage -------------------------------------------------------------------------
+
+    def _rerank_plan(
+        self,
+        collection: Collection,
+        rerank: bool | None,
+        reranker_name: str,
+        depth: int,
+        candidates: int,
+    ) -> RerankPlan:
+        tuned = collection.config.tuning.get("rerank") or {}
+        if rerank is None:
+            if not tuned:
+                return RerankPlan(False, why="untuned collection")
+            if not tuned.get("enabled"):
+                return RerankPlan(False, why="tuned: no gain")
+            if not self.registry.has_reranker and not reranker_name:
+                return RerankPlan(False, why="no reranker loaded")
+            rerank = True
+        if not rerank:
+            return RerankPlan(False)
+        if tuned.get("enabled") and not reranker_name:
+            weight = float(tuned.get("weight", 1.0))
+            depth = depth or int(tuned.get("depth", 0))
+        else:
+            fusion = self.registry.reranker(reranker_name).runtime.manifest.fusion
+            weight = 1.0 if fusion is None or fusion.dense_weight <= 0 else 1 - fusion.dense_weight
+            depth = depth or (fusion.candidates if fusion is not None else 0)
+        return RerankPlan(True, weight=weight, depth=min(depth or candidates, candidates))
+
+    # -- Search -----------------------------------------------------------------------------------
+
     async def search(
         self,
         collection_name: str,
@@ -110,55 +327,83 @@ class Searcher:
         filter: Mapping[str, str] | None = None,
         reranker_name: str = "",
         deadline: float | None = None,
+        retrieval: str | None = None,
+        dense_candidates: int = 0,
+        lexical_candidates: int = 0,
+        fusion: FirstStageFusion | None = None,
+        rerank_depth: int = 0,
     ) -> SearchOutcome:
         collection = self.collections.get(collection_name)
-        embedder = self.embedder_for(collection)
-        reranker: CrossEncoder | None = None
-        if rerank is None:
-            rerank = self.registry.has_reranker or bool(reranker_name)
-        if rerank:
-            reranker = self.registry.reranker(reranker_name)
+        retrieval = retrieval or default_retrieval(collection)
+        fusion = fusion or default_fusion(collection)
+        plan = self._rerank_plan(collection, rerank, reranker_name, rerank_depth, candidates)
+        reranker = self.registry.reranker(reranker_name) if plan.run else None
         timings = Timings()
-        vectors = await embedder.embed(
-            [query], input_type="query", deadline=deadline, timings=timings
+        found = await self.candidates(
+            collection,
+            query,
+            retrieval=retrieval,
+            dense_k=dense_candidates or candidates,
+            lexical_k=lexical_candidates or candidates,
+            ef=ef,
+            filter=filter,
+            deadline=deadline,
+            timings=timings,
         )
-        start = time.perf_counter_ns()
-        found = await asyncio.to_thread(
-            collection.search, vectors[0], candidates, ef or None, filter
-        )
-        timings.index_ns += time.perf_counter_ns() - start
-        if not found:
-            return SearchOutcome([], reranker is not None, ranking_name(reranker), timings)
-        dense = np.asarray([h.score for h in found], dtype=np.float32)
-        if reranker is None:
-            hits = [
-                SearchHit(
-                    h.id, h.text, h.metadata, float(h.score), 0.0, i + 1, i + 1, float(h.score)
-                )
-                for i, h in enumerate(found[:top_k])
-            ]
-            return SearchOutcome(hits, False, "dense", timings)
-        logits = await reranker.logits(
-            [(query, h.text) for h in found], deadline=deadline, timings=timings
-        )
-        logit = logits[:, 0]
-        scores = reranker.activate(logits)
-        fusion = served_fusion(reranker)
-        fused = fusion is not None
-        final = fuse(dense, logit, fusion.dense_weight) if fusion else logit.astype(np.float64)
-        # best first; ties keep the dense order
-        order = np.lexsort((np.arange(len(found)), -final))[:top_k]
-        hits = [
-            SearchHit(
-                id=found[i].id,
-                text=found[i].text,
-                metadata=found[i].metadata,
-                dense_score=float(dense[i]),
-                rerank_score=float(scores[i]),
-                dense_rank=int(i) + 1,
-                rank=rank + 1,
-                score=float(final[i]) if fused else float(scores[i]),
+        if retrieval == "dense":
+            first = found.dense
+        elif retrieval == "lexical":
+            first = found.lexical
+        else:
+            first = fusion.scores(
+                found.dense, found.lexical, found.dense_ranks, found.lexical_ranks
             )
-            for rank, i in enumerate(order)
-        ]
-        return SearchOutcome(hits, True, ranking_name(reranker), timings)
+        found = found.order_by(first, candidates)
+        ranking = first_stage_name(retrieval, fusion)
+        if plan.name():
+            ranking += "+" + plan.name()
+        if reranker is None or not len(found):
+            return SearchOutcome(_hits(found, found.score, None, top_k), False, ranking, timings)
+        head = found.take(np.arange(min(plan.depth, len(found))))
+        logits = await reranker.logits(
+            [(query, t) for t in head.texts], deadline=deadline, timings=timings
+        )
+        final = fuse(head.score, logits[:, 0], 1.0 - plan.weight)
+        order = np.lexsort((np.arange(len(head)), -final))
+        ce = np.asarray(reranker.activate(logits)).reshape(len(head), -1)[:, 0]
+        hits = _hits(head.take(order), final[order], ce[order], top_k)
+        if len(hits) < top_k and len(found) > len(head):
+            tail = found.take(np.arange(len(head), len(found)))
+            more = _hits(tail, tail.score, None, top_k - len(hits), first_rank=len(hits) + 1)
+            hits += more
+        return SearchOutcome(hits, True, ranking, timings)
+
+
+def _hits(
+    found: Candidates,
+    score: np.ndarray,
+    rerank: np.ndarray | None,
+    limit: int,
+    first_rank: int = 1,
+) -> list[SearchHit]:
+    return [
+        SearchHit(
+            id=found.ids[i],
+            text=found.texts[i],
+            metadata=found.metadata[i],
+            dense_score=float(found.dense[i]),
+            rerank_score=float(rerank[i]) if rerank is not None else 0.0,
+            dense_rank=int(found.dense_ranks[i]),
+            rank=first_rank + i,
+            score=float(score[i]),
+            lexical_score=float(found.lexical[i]),
+            lexical_rank=int(found.lexical_ranks[i]),
+        )
+        for i in range(min(limit, len(found)))
+    ]
+
+
+async def _timed(work: Any) -> tuple[Any, int]:
+    start = time.perf_counter_ns()
+    result = await work
+    return result, time.perf_counter_ns() - start

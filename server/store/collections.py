@@ -29,7 +29,7 @@ import sqlite3
 import threading
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, NamedTuple
@@ -45,6 +45,7 @@ from twostage.server.errors import (
     Unavailable,
 )
 from twostage.server.store.documents import Document, DocumentStore
+from twostage.server.store.lexical import ANALYZERS, DEFAULT_ANALYZER, Analyzer
 from twostage.server.store.recovery import (
     read_snapshot_meta,
     recover,
@@ -104,6 +105,11 @@ class CollectionConfig:
     embedder: dict[str, Any] = field(default_factory=dict)
     created: str = ""
     format: int = 1
+    # the lexical channel's text analysis (lexical.ANALYZERS); "none": no lexical channel
+    analyzer: str = DEFAULT_ANALYZER
+    # how Search ranks this collection by default, written by `twostage tune` (empty: untuned,
+    # the server's robust default); an explicit request field still wins
+    tuning: dict[str, Any] = field(default_factory=dict)
 
     def index_params(self, num_threads: int | None = None) -> IndexParams:
         return IndexParams(
@@ -163,6 +169,13 @@ def validate_config(config: CollectionConfig) -> None:
         raise InvalidArgument(f"ef must be an integer in [1, 10000]; got {config.ef!r}", field="ef")
     if not isinstance(config.embedder, dict):
         raise InvalidArgument("embedder must be a mapping", field="embedder")
+    if config.analyzer not in ANALYZERS:
+        raise InvalidArgument(
+            f"analyzer must be one of {', '.join(ANALYZERS)}; got {config.analyzer!r}",
+            field="analyzer",
+        )
+    if not isinstance(config.tuning, dict):
+        raise InvalidArgument("tuning must be a mapping", field="tuning")
 
 
 def _check_metadata(metadata: object, where: str, field_name: str) -> dict[str, str]:
@@ -200,8 +213,10 @@ class Collection:
         self._write_lock = threading.Lock()
         self._closed: Exception | None = None
         self._writes_since_snapshot = 0
+        self.analyzer = Analyzer(config.analyzer)
         self._store = DocumentStore(self.folder / DOCUMENTS_FILE, config.dim)
         try:
+            self._ensure_lexical()
             self._index, self._snapshot, self.recovery = recover(
                 self.folder, self._store, self._params, name=config.name
             )
@@ -216,6 +231,28 @@ class Collection:
             except OSError as exc:
                 log.warning("collection %s: snapshot after recovery failed: %s", self.name, exc)
         self._report_size()
+
+    def _ensure_lexical(self) -> None:
+        """Build the lexical table of a collection made before it existed (or with another
+        analyzer), logging progress; later writes keep it current in their own transaction."""
+        if self._store.lexical_analyzer() == self.analyzer.name:
+            return
+        total = self._store.count()
+        log.info(
+            "collection %s: building the lexical index (%s analyzer) over %d documents",
+            self.name,
+            self.analyzer.name,
+            total,
+        )
+        step = max(1, total // 10)
+        marks = {"next": step}
+
+        def progress(done: int, total: int) -> None:
+            if done >= marks["next"] or done == total:
+                log.info("collection %s: lexical index %d/%d documents", self.name, done, total)
+                marks["next"] = done + step
+
+        self._store.build_lexical(self.analyzer.name, self.analyzer.documents, progress)
 
     # -- properties ---------------------------------------------------------------------------
 
@@ -309,7 +346,8 @@ class Collection:
         with self._write_lock:
             self._check_open()
             self._catch_up()
-            result = self._store.upsert(list(ids), list(texts), metas, vectors)
+            lexical = self.analyzer.documents(texts) if self.analyzer.enabled else None
+            result = self._store.upsert(list(ids), list(texts), metas, vectors, lexical)
             self._apply(result.seq, lambda: self._index.add(result.labels, vectors))
             self._writes_since_snapshot += n
         self._report_size()
@@ -429,6 +467,75 @@ class Collection:
         if self.space == "cosine":
             vectors, query = normalized(vectors), normalized(query)
         return top_k(labels, exact_scores(self.space, vectors, query), k)
+
+    @property
+    def has_lexical(self) -> bool:
+        return self.analyzer.enabled
+
+    def lexical_search(
+        self, query: str, k: int, filter: Mapping[str, str] | None = None
+    ) -> list[SearchHit]:
+        """Top ``k`` documents by BM25 of the analysed ``query`` (an OR of its terms), best
+        first; ``score`` is the BM25 score. Empty when no query term survives analysis."""
+        if not self.analyzer.enabled:
+            raise FailedPrecondition(
+                f"collection {self.name!r} has no lexical channel (analyzer 'none')",
+                field="retrieval",
+            )
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise InvalidArgument(f"k must be a positive integer; got {k!r}", field="k")
+        wanted = _check_metadata(filter, "filter", "filter")
+        match = self.analyzer.match(query)
+        self._check_open()
+        if match is None:
+            return []
+        return self._guard(lambda: self._lexical_search(match, k, wanted))
+
+    def _lexical_search(self, match: str, k: int, wanted: dict[str, str]) -> list[SearchHit]:
+        found = self._store.lexical_top(match, k, wanted)
+        docs = self._store.get_by_labels(found.labels.tolist())
+        hits = []
+        for label, score in zip(found.labels.tolist(), found.scores.tolist(), strict=True):
+            doc = docs.get(label)
+            if doc is None:
+                continue
+            hits.append(SearchHit(doc.id, doc.text, doc.metadata, float(score), label))
+        return hits
+
+    def lexical_scores(self, query: str, labels: Sequence[int]) -> dict[int, float]:
+        """BM25 of the given documents for ``query``; 0 for those matching no term."""
+        match = self.analyzer.match(query) if self.analyzer.enabled else None
+        if match is None or not labels:
+            return {int(x): 0.0 for x in labels}
+        self._check_open()
+        found = self._guard(lambda: self._store.lexical_scores(match, labels))
+        return {int(x): found.get(int(x), 0.0) for x in labels}
+
+    def dense_scores(self, vector: Any, labels: Sequence[int]) -> dict[int, float]:
+        """Exact similarity of the given documents to ``vector`` (the index's convention), from
+        their stored embeddings; documents gone meanwhile are absent."""
+        query = np.asarray(vector, dtype=np.float32).reshape(-1)
+        if not labels:
+            return {}
+        self._check_open()
+        found = self._guard(lambda: self._store.embeddings_of(labels))
+        if not found:
+            return {}
+        keys = list(found)
+        vectors = np.stack([found[x] for x in keys])
+        if self.space == "cosine":
+            vectors, query = normalized(vectors), normalized(query)
+        scores = exact_scores(self.space, vectors, query)
+        return {x: float(s) for x, s in zip(keys, scores.tolist(), strict=True)}
+
+    def set_tuning(self, tuning: Mapping[str, Any]) -> None:
+        """Store how Search ranks this collection by default (``twostage tune``), durably."""
+        with self._write_lock:
+            self._check_open()
+            config = replace(self.config, tuning=dict(tuning))
+            validate_config(config)
+            write_json_atomic(self.folder / CONFIG_FILE, config.to_json())
+            self.config = config
 
     def _guard(self, call: Any) -> Any:
         """Run a read; a store closed under it (drop, shutdown) becomes the closed error."""
@@ -569,6 +676,7 @@ class CollectionManager:
         *,
         ef: int = DEFAULT_EF,
         index: str = "hnsw",
+        analyzer: str = DEFAULT_ANALYZER,
     ) -> Collection:
         """Create an empty collection (AlreadyExists if the name is taken)."""
         validate_name(name)
@@ -582,6 +690,7 @@ class CollectionManager:
             ef=ef,
             embedder=dict(embedder or {}),
             created=datetime.now(UTC).isoformat(timespec="seconds"),
+            analyzer=analyzer,
         )
         validate_config(config)
         with self._lock:

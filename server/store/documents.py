@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -30,7 +30,7 @@ import numpy as np
 from twostage.server.errors import InternalError, Unavailable
 
 _CHUNK = 900  # bound on `IN (...)` parameters; portable across SQLite builds
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2  # 2: the lexical (FTS5) table
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
     label     INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -54,7 +54,15 @@ CREATE TABLE IF NOT EXISTS metadata (
 CREATE INDEX IF NOT EXISTS metadata_label ON metadata (label);
 CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO state (key, value) VALUES ('last_seq', 0);
+-- The lexical channel: one row per live document (rowid = label) holding its analysed terms
+-- (see lexical.py), written in the same transaction as the document row. FTS5 computes BM25.
+-- `ascii` splits on ASCII punctuation and space only, so an analysed term (a run of word
+-- characters, '_' made a token character) stays one token whatever its script.
+CREATE VIRTUAL TABLE IF NOT EXISTS lexical USING fts5(terms, tokenize = "ascii tokenchars '_'");
 """
+# state key naming the analyzer the lexical table was filled with (absent: not built yet)
+_LEXICAL_KEY = "lexical_analyzer"
+LEXICAL_CODES = {"english": 1, "simple": 2, "none": 3}
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +87,11 @@ class Change(NamedTuple):
     embedding: np.ndarray | None
 
 
+class LexicalHits(NamedTuple):
+    labels: np.ndarray  # int64, best first
+    scores: np.ndarray  # float64 BM25 (higher is better)
+
+
 class Upserted(NamedTuple):
     seq: int
     labels: np.ndarray  # int64, in input order
@@ -88,6 +101,12 @@ class Deleted(NamedTuple):
     seq: int  # the batch's sequence number, or the current one when nothing was deleted
     labels: list[int]  # labels of the documents that were live and are now deleted
     missing: list[str]  # requested ids that were not live documents
+
+
+def _lexical_hits(rows: Sequence[tuple[int, float]]) -> LexicalHits:
+    labels = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+    scores = np.fromiter((r[1] for r in rows), dtype=np.float64, count=len(rows))
+    return LexicalHits(labels, scores)
 
 
 def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
@@ -124,7 +143,7 @@ class DocumentStore:
         if str(mode).lower() != "wal":
             raise InternalError(f"{self.path.name}: SQLite refused WAL mode ({mode})")
         version = self._writer.execute("PRAGMA user_version").fetchone()[0]
-        if version not in (0, _SCHEMA_VERSION):
+        if version not in (0, 1, _SCHEMA_VERSION):  # 1 gains the lexical table below
             raise InternalError(f"{self.path.name}: unknown schema version {version}")
         self._writer.executescript(_SCHEMA)
         self._writer.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
@@ -181,16 +200,21 @@ class DocumentStore:
         texts: Sequence[str],
         metadatas: Sequence[Mapping[str, str]],
         embeddings: np.ndarray,
+        lexical: Sequence[str] | None = None,
     ) -> Upserted:
         """Insert or replace documents in one transaction; returns once it has committed.
 
-        An existing id (live or deleted) keeps its label. Inputs are assumed validated by the
-        collection; a shape mismatch here is a bug and raises ValueError.
+        ``lexical`` holds each document's analysed terms for the lexical table (``None``: the
+        collection has no lexical channel). An existing id (live or deleted) keeps its label.
+        Inputs are assumed validated by the collection; a shape mismatch here is a bug and
+        raises ValueError.
         """
         n = len(ids)
         emb = np.asarray(embeddings, dtype=np.float32)
         if len(texts) != n or len(metadatas) != n or emb.shape != (n, self.dim):
             raise ValueError("ids, texts, metadatas and embeddings must align")
+        if lexical is not None and len(lexical) != n:
+            raise ValueError("lexical rows must align with ids")
         if len(set(ids)) != n:
             raise ValueError("duplicate ids in one batch")
         if n == 0:
@@ -227,6 +251,12 @@ class DocumentStore:
                     "INSERT INTO metadata (key, value, label) VALUES (?, ?, ?)",
                     [(k, v, labels[i]) for i in range(n) for k, v in metas[i].items()],
                 )
+                conn.executemany("DELETE FROM lexical WHERE rowid = ?", [(x,) for x in labels])
+                if lexical is not None:
+                    conn.executemany(
+                        "INSERT INTO lexical (rowid, terms) VALUES (?, ?)",
+                        [(labels[i], lexical[i]) for i in range(n) if lexical[i]],
+                    )
                 conn.execute("UPDATE state SET value = ? WHERE key = 'last_seq'", (seq,))
                 conn.execute("COMMIT")
             except BaseException:
@@ -263,6 +293,7 @@ class DocumentStore:
                     [(seq, x) for x in labels],
                 )
                 conn.executemany("DELETE FROM metadata WHERE label = ?", [(x,) for x in labels])
+                conn.executemany("DELETE FROM lexical WHERE rowid = ?", [(x,) for x in labels])
                 conn.execute("UPDATE state SET value = ? WHERE key = 'last_seq'", (seq,))
                 conn.execute("COMMIT")
             except BaseException:
@@ -393,6 +424,108 @@ class DocumentStore:
                 )
             )
         return np.asarray([x for x in wanted if x in keep], dtype=np.int64)
+
+    # -- lexical channel ----------------------------------------------------------------------
+
+    def lexical_analyzer(self) -> str | None:
+        """The analyzer the lexical table was filled with; ``None`` if it was never built."""
+        row = (
+            self._reader()
+            .execute("SELECT value FROM state WHERE key = ?", (_LEXICAL_KEY,))
+            .fetchone()
+        )
+        if row is None:
+            return None
+        names = {code: name for name, code in LEXICAL_CODES.items()}
+        return names.get(int(row[0]))
+
+    def build_lexical(
+        self,
+        analyzer: str,
+        analyze: Callable[[Sequence[str]], list[str]],
+        progress: Callable[[int, int], None] | None = None,
+        batch_size: int = 2000,
+    ) -> int:
+        """(Re)fill the lexical table from every live document, in one transaction: a crash
+        part-way leaves the table as it was and the next open builds it again. Returns the
+        documents indexed. ``progress(done, total)`` is called after every batch."""
+        if analyzer not in LEXICAL_CODES:
+            raise ValueError(f"unknown analyzer {analyzer!r}")
+        with self._write_lock:
+            conn = self._writer_conn()
+            live = conn.execute("SELECT COUNT(*) FROM documents WHERE deleted = 0").fetchone()
+            total = int(live[0])
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute("DELETE FROM lexical")
+                done = 0
+                if analyzer != "none":
+                    cur = self._connect().execute(
+                        "SELECT label, text FROM documents WHERE deleted = 0 ORDER BY label"
+                    )
+                    while rows := cur.fetchmany(batch_size):
+                        terms = analyze([r[1] for r in rows])
+                        conn.executemany(
+                            "INSERT INTO lexical (rowid, terms) VALUES (?, ?)",
+                            [(r[0], t) for r, t in zip(rows, terms, strict=True) if t],
+                        )
+                        done += len(rows)
+                        if progress is not None:
+                            progress(done, total)
+                    cur.connection.close()
+                conn.execute(
+                    "INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)",
+                    (_LEXICAL_KEY, LEXICAL_CODES[analyzer]),
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        return done
+
+    def lexical_top(
+        self, match: str, k: int, filter: Mapping[str, str] | None = None
+    ) -> LexicalHits:
+        """The ``k`` best live documents for an FTS5 MATCH expression by BM25, best first;
+        ``filter`` keeps documents whose metadata has every (key, value)."""
+        sql = "SELECT rowid, -bm25(lexical) FROM lexical WHERE lexical MATCH ?"
+        params: list[Any] = [match]
+        if filter:
+            fsql, fparams = _filter_query(filter)
+            sql += f" AND rowid IN ({fsql})"
+            params += fparams
+        rows = self._reader().execute(sql + " ORDER BY rank LIMIT ?", [*params, int(k)]).fetchall()
+        return _lexical_hits(rows)
+
+    def lexical_scores(self, match: str, labels: Sequence[int]) -> dict[int, float]:
+        """BM25 of ``labels`` for the MATCH expression (labels matching no term are absent:
+        their BM25 is 0)."""
+        conn = self._reader()
+        out: dict[int, float] = {}
+        wanted = [int(x) for x in labels]
+        for part in _chunks(wanted):
+            for label, score in conn.execute(
+                "SELECT rowid, -bm25(lexical) FROM lexical WHERE lexical MATCH ? "
+                f"AND rowid IN ({_marks(len(part))})",
+                [match, *part],
+            ):
+                out[int(label)] = float(score)
+        return out
+
+    def embeddings_of(self, labels: Sequence[int]) -> dict[int, np.ndarray]:
+        """Stored embeddings of live ``labels`` (exact dense scores for lexical candidates)."""
+        conn = self._reader()
+        out: dict[int, np.ndarray] = {}
+        wanted = [int(x) for x in labels]
+        for part in _chunks(wanted):
+            for label, blob in conn.execute(
+                "SELECT label, embedding FROM documents WHERE deleted = 0 AND label IN "
+                f"({_marks(len(part))})",
+                list(part),
+            ):
+                out[int(label)] = self._vector(blob, label)
+        return out
 
     # -- lifecycle ----------------------------------------------------------------------------
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from twostage.server.engine.search import fuse, zscore
+from twostage.server.fusion import fuse, zscore
 from twostage.train import fusion as trained
 
 

@@ -13,12 +13,33 @@ class InputType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     INPUT_TYPE_QUERY: _ClassVar[InputType]
     INPUT_TYPE_DOCUMENT: _ClassVar[InputType]
 
+class Analyzer(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ANALYZER_UNSPECIFIED: _ClassVar[Analyzer]
+    ANALYZER_ENGLISH: _ClassVar[Analyzer]
+    ANALYZER_SIMPLE: _ClassVar[Analyzer]
+    ANALYZER_NONE: _ClassVar[Analyzer]
+
 class Space(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     SPACE_UNSPECIFIED: _ClassVar[Space]
     SPACE_COSINE: _ClassVar[Space]
     SPACE_IP: _ClassVar[Space]
     SPACE_L2: _ClassVar[Space]
+
+class Retrieval(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RETRIEVAL_UNSPECIFIED: _ClassVar[Retrieval]
+    RETRIEVAL_DENSE: _ClassVar[Retrieval]
+    RETRIEVAL_LEXICAL: _ClassVar[Retrieval]
+    RETRIEVAL_HYBRID: _ClassVar[Retrieval]
+
+class FusionMethod(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FUSION_METHOD_UNSPECIFIED: _ClassVar[FusionMethod]
+    FUSION_METHOD_RRF: _ClassVar[FusionMethod]
+    FUSION_METHOD_ZSCORE: _ClassVar[FusionMethod]
+    FUSION_METHOD_ADAPTIVE: _ClassVar[FusionMethod]
 
 class ModelKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -29,17 +50,29 @@ class ModelKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
 INPUT_TYPE_UNSPECIFIED: InputType
 INPUT_TYPE_QUERY: InputType
 INPUT_TYPE_DOCUMENT: InputType
+ANALYZER_UNSPECIFIED: Analyzer
+ANALYZER_ENGLISH: Analyzer
+ANALYZER_SIMPLE: Analyzer
+ANALYZER_NONE: Analyzer
 SPACE_UNSPECIFIED: Space
 SPACE_COSINE: Space
 SPACE_IP: Space
 SPACE_L2: Space
+RETRIEVAL_UNSPECIFIED: Retrieval
+RETRIEVAL_DENSE: Retrieval
+RETRIEVAL_LEXICAL: Retrieval
+RETRIEVAL_HYBRID: Retrieval
+FUSION_METHOD_UNSPECIFIED: FusionMethod
+FUSION_METHOD_RRF: FusionMethod
+FUSION_METHOD_ZSCORE: FusionMethod
+FUSION_METHOD_ADAPTIVE: FusionMethod
 MODEL_KIND_UNSPECIFIED: ModelKind
 MODEL_KIND_EMBEDDER: ModelKind
 MODEL_KIND_RERANKER: ModelKind
 MODEL_KIND_CLASSIFIER: ModelKind
 
 class Metadata(_message.Message):
-    __slots__ = ("tokenize_ns", "queue_ns", "inference_ns", "index_ns", "total_ns", "tokens", "models")
+    __slots__ = ("tokenize_ns", "queue_ns", "inference_ns", "index_ns", "total_ns", "tokens", "models", "lexical_ns")
     TOKENIZE_NS_FIELD_NUMBER: _ClassVar[int]
     QUEUE_NS_FIELD_NUMBER: _ClassVar[int]
     INFERENCE_NS_FIELD_NUMBER: _ClassVar[int]
@@ -47,6 +80,7 @@ class Metadata(_message.Message):
     TOTAL_NS_FIELD_NUMBER: _ClassVar[int]
     TOKENS_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
+    LEXICAL_NS_FIELD_NUMBER: _ClassVar[int]
     tokenize_ns: int
     queue_ns: int
     inference_ns: int
@@ -54,7 +88,8 @@ class Metadata(_message.Message):
     total_ns: int
     tokens: int
     models: str
-    def __init__(self, tokenize_ns: _Optional[int] = ..., queue_ns: _Optional[int] = ..., inference_ns: _Optional[int] = ..., index_ns: _Optional[int] = ..., total_ns: _Optional[int] = ..., tokens: _Optional[int] = ..., models: _Optional[str] = ...) -> None: ...
+    lexical_ns: int
+    def __init__(self, tokenize_ns: _Optional[int] = ..., queue_ns: _Optional[int] = ..., inference_ns: _Optional[int] = ..., index_ns: _Optional[int] = ..., total_ns: _Optional[int] = ..., tokens: _Optional[int] = ..., models: _Optional[str] = ..., lexical_ns: _Optional[int] = ...) -> None: ...
 
 class EmbedRequest(_message.Message):
     __slots__ = ("texts", "input_type", "model")
@@ -159,23 +194,25 @@ class ScorePairsResponse(_message.Message):
     def __init__(self, scores: _Optional[_Iterable[_Union[PairScore, _Mapping]]] = ..., label_names: _Optional[_Iterable[str]] = ..., model: _Optional[str] = ..., metadata: _Optional[_Union[Metadata, _Mapping]] = ...) -> None: ...
 
 class CreateCollectionRequest(_message.Message):
-    __slots__ = ("name", "M", "ef_construction", "space", "embedder", "ef")
+    __slots__ = ("name", "M", "ef_construction", "space", "embedder", "ef", "analyzer")
     NAME_FIELD_NUMBER: _ClassVar[int]
     M_FIELD_NUMBER: _ClassVar[int]
     EF_CONSTRUCTION_FIELD_NUMBER: _ClassVar[int]
     SPACE_FIELD_NUMBER: _ClassVar[int]
     EMBEDDER_FIELD_NUMBER: _ClassVar[int]
     EF_FIELD_NUMBER: _ClassVar[int]
+    ANALYZER_FIELD_NUMBER: _ClassVar[int]
     name: str
     M: int
     ef_construction: int
     space: Space
     embedder: str
     ef: int
-    def __init__(self, name: _Optional[str] = ..., M: _Optional[int] = ..., ef_construction: _Optional[int] = ..., space: _Optional[_Union[Space, str]] = ..., embedder: _Optional[str] = ..., ef: _Optional[int] = ...) -> None: ...
+    analyzer: Analyzer
+    def __init__(self, name: _Optional[str] = ..., M: _Optional[int] = ..., ef_construction: _Optional[int] = ..., space: _Optional[_Union[Space, str]] = ..., embedder: _Optional[str] = ..., ef: _Optional[int] = ..., analyzer: _Optional[_Union[Analyzer, str]] = ...) -> None: ...
 
 class CollectionInfo(_message.Message):
-    __slots__ = ("name", "count", "dim", "space", "M", "ef_construction", "ef", "embedder", "embedder_source", "created_unix")
+    __slots__ = ("name", "count", "dim", "space", "M", "ef_construction", "ef", "embedder", "embedder_source", "created_unix", "analyzer", "ranking", "tuned")
     NAME_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
     DIM_FIELD_NUMBER: _ClassVar[int]
@@ -186,6 +223,9 @@ class CollectionInfo(_message.Message):
     EMBEDDER_FIELD_NUMBER: _ClassVar[int]
     EMBEDDER_SOURCE_FIELD_NUMBER: _ClassVar[int]
     CREATED_UNIX_FIELD_NUMBER: _ClassVar[int]
+    ANALYZER_FIELD_NUMBER: _ClassVar[int]
+    RANKING_FIELD_NUMBER: _ClassVar[int]
+    TUNED_FIELD_NUMBER: _ClassVar[int]
     name: str
     count: int
     dim: int
@@ -196,7 +236,10 @@ class CollectionInfo(_message.Message):
     embedder: str
     embedder_source: str
     created_unix: int
-    def __init__(self, name: _Optional[str] = ..., count: _Optional[int] = ..., dim: _Optional[int] = ..., space: _Optional[_Union[Space, str]] = ..., M: _Optional[int] = ..., ef_construction: _Optional[int] = ..., ef: _Optional[int] = ..., embedder: _Optional[str] = ..., embedder_source: _Optional[str] = ..., created_unix: _Optional[int] = ...) -> None: ...
+    analyzer: Analyzer
+    ranking: str
+    tuned: bool
+    def __init__(self, name: _Optional[str] = ..., count: _Optional[int] = ..., dim: _Optional[int] = ..., space: _Optional[_Union[Space, str]] = ..., M: _Optional[int] = ..., ef_construction: _Optional[int] = ..., ef: _Optional[int] = ..., embedder: _Optional[str] = ..., embedder_source: _Optional[str] = ..., created_unix: _Optional[int] = ..., analyzer: _Optional[_Union[Analyzer, str]] = ..., ranking: _Optional[str] = ..., tuned: _Optional[bool] = ...) -> None: ...
 
 class CreateCollectionResponse(_message.Message):
     __slots__ = ("collection",)
@@ -303,8 +346,75 @@ class GetResponse(_message.Message):
     not_found: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, documents: _Optional[_Iterable[_Union[Document, _Mapping]]] = ..., not_found: _Optional[_Iterable[str]] = ...) -> None: ...
 
+class LabeledQuery(_message.Message):
+    __slots__ = ("query", "relevant")
+    class RelevantEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    RELEVANT_FIELD_NUMBER: _ClassVar[int]
+    query: str
+    relevant: _containers.ScalarMap[str, float]
+    def __init__(self, query: _Optional[str] = ..., relevant: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
+class TuneRequest(_message.Message):
+    __slots__ = ("collection", "queries", "rerank", "dry_run")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    QUERIES_FIELD_NUMBER: _ClassVar[int]
+    RERANK_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    queries: _containers.RepeatedCompositeFieldContainer[LabeledQuery]
+    rerank: bool
+    dry_run: bool
+    def __init__(self, collection: _Optional[str] = ..., queries: _Optional[_Iterable[_Union[LabeledQuery, _Mapping]]] = ..., rerank: _Optional[bool] = ..., dry_run: _Optional[bool] = ...) -> None: ...
+
+class TuneMode(_message.Message):
+    __slots__ = ("ranking", "ndcg10", "delta_vs_dense", "p_value", "recall100", "chosen", "queries")
+    RANKING_FIELD_NUMBER: _ClassVar[int]
+    NDCG10_FIELD_NUMBER: _ClassVar[int]
+    DELTA_VS_DENSE_FIELD_NUMBER: _ClassVar[int]
+    P_VALUE_FIELD_NUMBER: _ClassVar[int]
+    RECALL100_FIELD_NUMBER: _ClassVar[int]
+    CHOSEN_FIELD_NUMBER: _ClassVar[int]
+    QUERIES_FIELD_NUMBER: _ClassVar[int]
+    ranking: str
+    ndcg10: float
+    delta_vs_dense: float
+    p_value: float
+    recall100: float
+    chosen: bool
+    queries: int
+    def __init__(self, ranking: _Optional[str] = ..., ndcg10: _Optional[float] = ..., delta_vs_dense: _Optional[float] = ..., p_value: _Optional[float] = ..., recall100: _Optional[float] = ..., chosen: _Optional[bool] = ..., queries: _Optional[int] = ...) -> None: ...
+
+class TuneResponse(_message.Message):
+    __slots__ = ("modes", "ranking", "stored", "queries")
+    MODES_FIELD_NUMBER: _ClassVar[int]
+    RANKING_FIELD_NUMBER: _ClassVar[int]
+    STORED_FIELD_NUMBER: _ClassVar[int]
+    QUERIES_FIELD_NUMBER: _ClassVar[int]
+    modes: _containers.RepeatedCompositeFieldContainer[TuneMode]
+    ranking: str
+    stored: bool
+    queries: int
+    def __init__(self, modes: _Optional[_Iterable[_Union[TuneMode, _Mapping]]] = ..., ranking: _Optional[str] = ..., stored: _Optional[bool] = ..., queries: _Optional[int] = ...) -> None: ...
+
+class Fusion(_message.Message):
+    __slots__ = ("method", "rrf_k", "dense_weight")
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    RRF_K_FIELD_NUMBER: _ClassVar[int]
+    DENSE_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    method: FusionMethod
+    rrf_k: float
+    dense_weight: float
+    def __init__(self, method: _Optional[_Union[FusionMethod, str]] = ..., rrf_k: _Optional[float] = ..., dense_weight: _Optional[float] = ...) -> None: ...
+
 class SearchRequest(_message.Message):
-    __slots__ = ("collection", "query", "top_k", "candidates", "rerank", "ef", "filter", "reranker")
+    __slots__ = ("collection", "query", "top_k", "candidates", "rerank", "ef", "filter", "reranker", "retrieval", "dense_candidates", "lexical_candidates", "fusion", "rerank_depth")
     class FilterEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -320,6 +430,11 @@ class SearchRequest(_message.Message):
     EF_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
     RERANKER_FIELD_NUMBER: _ClassVar[int]
+    RETRIEVAL_FIELD_NUMBER: _ClassVar[int]
+    DENSE_CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    LEXICAL_CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    FUSION_FIELD_NUMBER: _ClassVar[int]
+    RERANK_DEPTH_FIELD_NUMBER: _ClassVar[int]
     collection: str
     query: str
     top_k: int
@@ -328,10 +443,15 @@ class SearchRequest(_message.Message):
     ef: int
     filter: _containers.ScalarMap[str, str]
     reranker: str
-    def __init__(self, collection: _Optional[str] = ..., query: _Optional[str] = ..., top_k: _Optional[int] = ..., candidates: _Optional[int] = ..., rerank: _Optional[bool] = ..., ef: _Optional[int] = ..., filter: _Optional[_Mapping[str, str]] = ..., reranker: _Optional[str] = ...) -> None: ...
+    retrieval: Retrieval
+    dense_candidates: int
+    lexical_candidates: int
+    fusion: Fusion
+    rerank_depth: int
+    def __init__(self, collection: _Optional[str] = ..., query: _Optional[str] = ..., top_k: _Optional[int] = ..., candidates: _Optional[int] = ..., rerank: _Optional[bool] = ..., ef: _Optional[int] = ..., filter: _Optional[_Mapping[str, str]] = ..., reranker: _Optional[str] = ..., retrieval: _Optional[_Union[Retrieval, str]] = ..., dense_candidates: _Optional[int] = ..., lexical_candidates: _Optional[int] = ..., fusion: _Optional[_Union[Fusion, _Mapping]] = ..., rerank_depth: _Optional[int] = ...) -> None: ...
 
 class Hit(_message.Message):
-    __slots__ = ("id", "text", "metadata", "dense_score", "rerank_score", "dense_rank", "rank", "score")
+    __slots__ = ("id", "text", "metadata", "dense_score", "rerank_score", "dense_rank", "rank", "score", "lexical_score", "lexical_rank")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -347,6 +467,8 @@ class Hit(_message.Message):
     DENSE_RANK_FIELD_NUMBER: _ClassVar[int]
     RANK_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
+    LEXICAL_SCORE_FIELD_NUMBER: _ClassVar[int]
+    LEXICAL_RANK_FIELD_NUMBER: _ClassVar[int]
     id: str
     text: str
     metadata: _containers.ScalarMap[str, str]
@@ -355,7 +477,9 @@ class Hit(_message.Message):
     dense_rank: int
     rank: int
     score: float
-    def __init__(self, id: _Optional[str] = ..., text: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., dense_score: _Optional[float] = ..., rerank_score: _Optional[float] = ..., dense_rank: _Optional[int] = ..., rank: _Optional[int] = ..., score: _Optional[float] = ...) -> None: ...
+    lexical_score: float
+    lexical_rank: int
+    def __init__(self, id: _Optional[str] = ..., text: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., dense_score: _Optional[float] = ..., rerank_score: _Optional[float] = ..., dense_rank: _Optional[int] = ..., rank: _Optional[int] = ..., score: _Optional[float] = ..., lexical_score: _Optional[float] = ..., lexical_rank: _Optional[int] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
     __slots__ = ("hits", "reranked", "ranking", "metadata")

@@ -246,6 +246,11 @@ class CollectionsStub:
                 request_serializer=twostage_dot_v1_dot_twostage__pb2.GetRequest.SerializeToString,
                 response_deserializer=twostage_dot_v1_dot_twostage__pb2.GetResponse.FromString,
                 _registered_method=True)
+        self.Tune = channel.unary_unary(
+                '/twostage.v1.Collections/Tune',
+                request_serializer=twostage_dot_v1_dot_twostage__pb2.TuneRequest.SerializeToString,
+                response_deserializer=twostage_dot_v1_dot_twostage__pb2.TuneResponse.FromString,
+                _registered_method=True)
 
 
 class CollectionsServicer:
@@ -298,6 +303,15 @@ class CollectionsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Tune(self, request, context):
+        """Fit how Search ranks this collection (first-stage fusion, rerank weight and depth) on
+        labelled queries, report every mode with a paired test against dense-only, and store the
+        chosen settings in the collection's config (unless dry_run). Token-protected like writes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CollectionsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -335,6 +349,11 @@ def add_CollectionsServicer_to_server(servicer, server):
                     servicer.Get,
                     request_deserializer=twostage_dot_v1_dot_twostage__pb2.GetRequest.FromString,
                     response_serializer=twostage_dot_v1_dot_twostage__pb2.GetResponse.SerializeToString,
+            ),
+            'Tune': grpc.unary_unary_rpc_method_handler(
+                    servicer.Tune,
+                    request_deserializer=twostage_dot_v1_dot_twostage__pb2.TuneRequest.FromString,
+                    response_serializer=twostage_dot_v1_dot_twostage__pb2.TuneResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -540,6 +559,33 @@ class Collections:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def Tune(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/twostage.v1.Collections/Tune',
+            twostage_dot_v1_dot_twostage__pb2.TuneRequest.SerializeToString,
+            twostage_dot_v1_dot_twostage__pb2.TuneResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class SearchStub:
     """---------------------------------------------------------------------------------------------
@@ -569,8 +615,8 @@ class SearchServicer:
     """
 
     def Search(self, request, context):
-        """Embed the query, take `candidates` nearest documents from the ANN index, rerank them with
-        the cross-encoder, return the best top_k.
+        """First stage: dense (ANN) and/or lexical (BM25) candidates, fused; then, where it earns its
+        cost, the cross-encoder reranks the best of them; return the best top_k.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
