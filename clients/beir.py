@@ -2,8 +2,9 @@
 
 A BEIR folder holds ``corpus.jsonl`` (``_id``, ``title``, ``text``), ``queries.jsonl`` (``_id``,
 ``text``) and ``qrels/<split>.tsv`` (``query-id  corpus-id  score``). :func:`evaluate` sends every
-judged query of a split through Search twice, dense-only and dense+rerank, and scores both runs
-with ``ir-measures`` (trec_eval's definitions), so the two columns differ only by the reranker.
+judged query of a split through Search once per mode (dense, lexical, hybrid, hybrid + rerank, the
+served default, ...), scores every run with ``ir-measures`` (trec_eval's definitions) and tests
+each mode's per-query nDCG@10 against dense-only (paired t-test).
 """
 
 from __future__ import annotations
@@ -28,8 +29,17 @@ MEASURE_LABELS = {
     "R@10": "Recall@10",
     "R@100": "Recall@100",
 }
-MODES = {"dense": False, "rerank": True}  # mode name -> SearchRequest.rerank
-MODE_LABELS = {"dense": "dense", "rerank": "dense+rerank"}
+# mode name -> the Search options it sets; "default" sets none (what a plain request gets)
+MODES: dict[str, dict[str, Any]] = {
+    "dense": {"retrieval": "dense", "rerank": False},
+    "lexical": {"retrieval": "lexical", "rerank": False},
+    "hybrid": {"retrieval": "hybrid", "rerank": False},
+    "hybrid+rerank": {"retrieval": "hybrid", "rerank": True},
+    "rerank": {"retrieval": "dense", "rerank": True},
+    "default": {},
+}
+MODE_LABELS = {m: m for m in MODES} | {"rerank": "dense+rerank"}
+DEFAULT_MODES = ("dense", "lexical", "hybrid", "hybrid+rerank", "default")
 
 
 class BeirFormatError(ValueError):
@@ -172,9 +182,16 @@ class ModeResult:
     latency_s: list[float]
     server_latency_s: list[float]
     wall_s: float
+    ranking: str = ""
+    # paired t-test of per-query nDCG@10 against dense-only: mean difference and p-value
+    delta_vs_dense: float = 0.0
+    p_vs_dense: float = 1.0
 
     def summary(self) -> dict[str, Any]:
         return {
+            "ranking": self.ranking,
+            "delta_ndcg10_vs_dense": self.delta_vs_dense,
+            "p_vs_dense": self.p_vs_dense,
             "metrics": self.metrics,
             "latency_ms": latency_summary(self.latency_s),
             "server_latency_ms": latency_summary(self.server_latency_s),
@@ -214,20 +231,26 @@ class EvalReport:
 
     def table(self) -> str:
         names = list(self.modes)
-        head = f"{'':<14}" + "".join(f"{MODE_LABELS[n]:>14}" for n in names)
+        head = f"{'':<16}" + "".join(f"{MODE_LABELS[n]:>15}" for n in names)
         lines = [
             f"eval '{self.collection}' ({self.collection_size} docs) on {self.split}: "
             f"{self.queries} queries, top {self.top_k} of {self.candidates} candidates",
             head,
         ]
         for m in MEASURES:
-            vals = "".join(f"{self.modes[n].metrics[m]:>14.4f}" for n in names)
-            lines.append(f"{MEASURE_LABELS[m]:<14}{vals}")
+            vals = "".join(f"{self.modes[n].metrics[m]:>15.4f}" for n in names)
+            lines.append(f"{MEASURE_LABELS[m]:<16}{vals}")
+        vals = "".join(f"{self.modes[n].delta_vs_dense:>+15.4f}" for n in names)
+        lines.append(f"{'nDCG@10 - dense':<16}{vals}")
+        vals = "".join(f"{self.modes[n].p_vs_dense:>15.3g}" for n in names)
+        lines.append(f"{'p vs dense':<16}{vals}")
         for p in ("p50", "p90", "p99"):
             vals = "".join(
-                f"{latency_summary(self.modes[n].latency_s).get(p, 0.0):>14.1f}" for n in names
+                f"{latency_summary(self.modes[n].latency_s).get(p, 0.0):>15.1f}" for n in names
             )
-            lines.append(f"{'latency ' + p + ' ms':<14}{vals}")
+            lines.append(f"{'latency ' + p + ' ms':<16}{vals}")
+        lines.append("rankings:")
+        lines += [f"  {MODE_LABELS[n]}: {self.modes[n].ranking}" for n in names]
         return "\n".join(lines)
 
 
@@ -239,7 +262,7 @@ def evaluate(
     split_name: str = "test",
     top_k: int = 100,
     candidates: int = 100,
-    modes: Sequence[str] = ("dense", "rerank"),
+    modes: Sequence[str] = DEFAULT_MODES,
     concurrency: int = 1,
     progress: Callable[[int], None] | None = None,
 ) -> EvalReport:
@@ -261,24 +284,61 @@ def evaluate(
 
     for mode in modes:
 
-        def one(item: tuple[str, str], rerank: bool = MODES[mode]) -> tuple[str, Any, float]:
+        def one(
+            item: tuple[str, str], options: dict[str, Any] = MODES[mode]
+        ) -> tuple[str, Any, float]:
             start = time.perf_counter()
             result = client.search_detailed(
-                collection, item[1], top_k=top_k, candidates=candidates, rerank=rerank
+                collection, item[1], top_k=top_k, candidates=candidates, **options
             )
             return item[0], result, time.perf_counter() - start
 
         run: Run = {}
+        rankings: set[str] = set()
         latency, server_latency = [], []
         start = time.perf_counter()
         with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
             for qid, result, seconds in pool.map(one, items):
                 run[qid] = [(h.id, h.score) for h in result.hits]
+                rankings.add(result.ranking)
                 latency.append(seconds)
                 server_latency.append(result.timings.total_ns / 1e9)
                 if progress is not None:
                     progress(1)
         wall = time.perf_counter() - start
         metrics = compute_metrics(split.qrels, run)
-        report.modes[mode] = ModeResult(run, metrics, latency, server_latency, wall)
+        report.modes[mode] = ModeResult(
+            run, metrics, latency, server_latency, wall, ranking=" | ".join(sorted(rankings))
+        )
+    if "dense" in report.modes:
+        base = per_query_ndcg10(split.qrels, report.modes["dense"].run)
+        for result in report.modes.values():
+            result.delta_vs_dense, result.p_vs_dense = paired_test(
+                per_query_ndcg10(split.qrels, result.run), base
+            )
     return report
+
+
+def per_query_ndcg10(qrels: dict[str, dict[str, int]], run: Run) -> np.ndarray:
+    """nDCG@10 of every judged query, in qrels order (no hits: 0)."""
+    import ir_measures
+
+    trec_run = {
+        q: {doc: float(len(docs) - i) for i, (doc, _) in enumerate(docs)}
+        for q, docs in run.items()
+        if q in qrels and docs
+    }
+    values = dict.fromkeys(qrels, 0.0)
+    for metric in ir_measures.iter_calc([ir_measures.parse_measure("nDCG@10")], qrels, trec_run):
+        values[metric.query_id] = float(metric.value)
+    return np.asarray([values[q] for q in qrels])
+
+
+def paired_test(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """Mean of ``a - b`` and the two-sided paired t-test p-value (1.0 when identical)."""
+    diff = a - b
+    if not np.any(diff):
+        return 0.0, 1.0
+    from scipy.stats import ttest_rel
+
+    return float(diff.mean()), float(ttest_rel(a, b).pvalue)

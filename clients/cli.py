@@ -313,6 +313,11 @@ def _search(args: argparse.Namespace) -> int:
             candidates=args.candidates,
             rerank=args.rerank,
             filter=_filters(args.filter),
+            retrieval=args.retrieval,
+            fusion=args.fusion,
+            dense_candidates=args.dense_candidates,
+            lexical_candidates=args.lexical_candidates,
+            rerank_depth=args.rerank_depth,
         )
     t = result.timings
     if args.json:
@@ -327,6 +332,8 @@ def _search(args: argparse.Namespace) -> int:
                         "score": h.score,
                         "dense_score": h.dense_score,
                         "dense_rank": h.dense_rank,
+                        "lexical_score": h.lexical_score,
+                        "lexical_rank": h.lexical_rank,
                         "rerank_score": h.rerank_score,
                         "text": h.text,
                         "metadata": dict(h.metadata),
@@ -338,6 +345,7 @@ def _search(args: argparse.Namespace) -> int:
                     "queue": t.queue_ns / 1e6,
                     "inference": t.inference_ns / 1e6,
                     "index": t.index_ns / 1e6,
+                    "lexical": t.lexical_ns / 1e6,
                     "total": t.total_ns / 1e6,
                 },
             }
@@ -347,19 +355,22 @@ def _search(args: argparse.Namespace) -> int:
         [
             str(h.rank),
             h.id,
+            f"{h.score:.4f}",
             f"{h.dense_score:.4f}",
-            str(h.dense_rank),
+            str(h.dense_rank or "-"),
+            f"{h.lexical_score:.2f}",
+            str(h.lexical_rank or "-"),
             "-" if h.rerank_score is None else f"{h.rerank_score:.4f}",
-            _snippet(h.text),
+            _snippet(h.text, 48),
         ]
         for h in result.hits
     ]
-    headers = ["rank", "id", "dense", "dense rank", "rerank", "text"]
-    print(_table(headers, rows, right={0, 2, 3, 4}) if rows else "no hits")
+    headers = ["rank", "id", "score", "dense", "d.rank", "bm25", "l.rank", "rerank", "text"]
+    print(_table(headers, rows, right={0, 2, 3, 4, 5, 6, 7}) if rows else "no hits")
     print(
         f"ranking: {result.ranking or ('rerank' if result.reranked else 'dense')}; server "
         f"{_ms(t.total_ns)} ms (inference {_ms(t.inference_ns)}, queue {_ms(t.queue_ns)}, "
-        f"index {_ms(t.index_ns)})"
+        f"index {_ms(t.index_ns)}, lexical {_ms(t.lexical_ns)})"
     )
     return 0
 
@@ -460,13 +471,25 @@ def _info(args: argparse.Namespace) -> int:
 # --- eval ------------------------------------------------------------------------------------
 
 
+def _modes(spec: str) -> list[str]:
+    from twostage.clients.beir import MODES
+
+    modes = [m.strip() for m in spec.split(",") if m.strip()]
+    unknown = [m for m in modes if m not in MODES]
+    if unknown or not modes:
+        raise ValueError(f"--modes: unknown {unknown or spec!r}; choose from {', '.join(MODES)}")
+    if "dense" not in modes:
+        modes.insert(0, "dense")  # the baseline every paired test compares against
+    return modes
+
+
 def _eval(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from twostage.clients.beir import EvalSplit, evaluate
 
     split = EvalSplit.load(args.beir_dir, args.split, max_queries=args.max_queries)
-    modes = ["dense", "rerank"] if args.modes == "both" else [args.modes]
+    modes = _modes(args.modes)
     with _client(args) as client:
         client.describe_collection(args.collection)  # fail with one line before the bar shows
         bar = tqdm(
@@ -503,6 +526,64 @@ def _eval(args: argparse.Namespace) -> int:
         print(report.table())
         if args.json_out:
             print(f"wrote {args.json_out}")
+    return 0
+
+
+# --- tune ------------------------------------------------------------------------------------
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from twostage.clients.beir import EvalSplit
+
+    split = EvalSplit.load(args.beir_dir, args.split, max_queries=args.max_queries)
+    queries = [
+        (text, {doc: float(g) for doc, g in split.qrels[qid].items() if g > 0})
+        for qid, text in split.queries.items()
+    ]
+    queries = [q for q in queries if q[1]]
+    with _client(args) as client:
+        before = client.describe_collection(args.collection)
+        print(
+            f"tuning '{args.collection}' ({before.count} docs) on {len(queries)} labelled "
+            f"queries of {args.split}; default now: {before.ranking}",
+            file=sys.stderr,
+        )
+        result = client.tune(
+            args.collection,
+            queries,
+            rerank=args.rerank,
+            dry_run=args.dry_run,
+            timeout=args.timeout if args.timeout > 60 else 3600.0,
+        )
+    if args.json:
+        _print_json(
+            {
+                "collection": args.collection,
+                "split": args.split,
+                "queries": result.queries,
+                "before": before.ranking,
+                "ranking": result.ranking,
+                "stored": result.stored,
+                "modes": [m.__dict__ for m in result.modes],
+            }
+        )
+        return 0
+    rows = [
+        [
+            ("* " if m.chosen else "  ") + m.ranking,
+            f"{m.ndcg10:.4f}",
+            f"{m.delta_vs_dense:+.4f}",
+            f"{m.p_value:.3g}",
+            f"{m.recall100:.4f}" if m.recall100 else "-",
+            str(m.queries),
+        ]
+        for m in result.modes
+    ]
+    headers = ["ranking", "nDCG@10", "vs dense", "p", "R@100", "queries"]
+    print(_table(headers, rows, right={1, 2, 3, 4, 5}))
+    print(f"before: {before.ranking}")
+    verb = "stored" if result.stored else "would store (dry run)"
+    print(f"after:  {result.ranking} ({verb}; a plain Search on '{args.collection}' uses it)")
     return 0
 
 
@@ -567,16 +648,37 @@ def _rerank_flags(p: argparse.ArgumentParser) -> None:
         dest="rerank",
         action="store_const",
         const=False,
-        help="dense (bi-encoder) ranking only",
+        help="first-stage ranking only",
     )
     g.add_argument(
         "--rerank",
         dest="rerank",
         action="store_const",
         const=True,
-        help="require the cross-encoder rerank (default: when the server has one)",
+        help=(
+            "require the cross-encoder rerank (default: only where `twostage tune` found it "
+            "improves the collection)"
+        ),
     )
     p.set_defaults(rerank=None)
+
+
+def _retrieval_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("first stage (unset: the collection's default, tuned or hybrid)")
+    g.add_argument("--retrieval", choices=["dense", "lexical", "hybrid"], default=None)
+    g.add_argument(
+        "--fusion",
+        default=None,
+        metavar="SPEC",
+        help="hybrid fusion: rrf, rrf:K, zscore, zscore:DENSE_WEIGHT or adaptive",
+    )
+    g.add_argument("--dense-candidates", type=int, default=0, help="dense depth (0: candidates)")
+    g.add_argument(
+        "--lexical-candidates", type=int, default=0, help="lexical depth (0: candidates)"
+    )
+    g.add_argument(
+        "--rerank-depth", type=int, default=0, help="candidates reranked (0: tuned or fitted)"
+    )
 
 
 def register(subparsers: Any) -> None:
@@ -624,14 +726,15 @@ def register(subparsers: Any) -> None:
         "--candidates",
         type=int,
         default=100,
-        help="ANN candidates to rerank (default 100; the CPU cost lever)",
+        help="first-stage candidates kept after fusion (default 100)",
     )
     p.add_argument(
         "--filter",
         action="append",
         metavar="KEY=VALUE",
-        help="metadata equality filter (repeatable)",
+        help="metadata equality filter (repeatable; applies to both channels)",
     )
+    _retrieval_flags(p)
     _rerank_flags(p)
     p.set_defaults(handler=_guarded(_search))
 
@@ -668,9 +771,10 @@ def register(subparsers: Any) -> None:
         parents=[conn, js],
         help="nDCG/MRR/Recall of a collection on a BEIR split",
         description=(
-            "Run every judged query of BEIR_DIR/qrels/SPLIT.tsv through Search, dense-only and "
-            "dense+rerank, and report nDCG@10, MRR@10, Recall@10/100 (ir-measures) and latency "
-            "percentiles. The collection must hold the BEIR corpus (`twostage ingest C BEIR_DIR`)."
+            "Run every judged query of BEIR_DIR/qrels/SPLIT.tsv through Search in each mode and "
+            "report nDCG@10, MRR@10, Recall@10/100 (ir-measures), a paired t-test of nDCG@10 "
+            "against dense-only, and latency percentiles. The collection must hold the BEIR "
+            "corpus (`twostage ingest C BEIR_DIR`)."
         ),
     )
     p.add_argument("collection")
@@ -681,9 +785,17 @@ def register(subparsers: Any) -> None:
         "--candidates",
         type=int,
         default=100,
-        help="ANN candidates per query, all reranked (default 100)",
+        help="first-stage candidates per query (default 100)",
     )
-    p.add_argument("--modes", choices=["both", "dense", "rerank"], default="both")
+    p.add_argument(
+        "--modes",
+        default="dense,lexical,hybrid,hybrid+rerank,default",
+        help=(
+            "comma-separated modes: dense, lexical, hybrid, hybrid+rerank, rerank (dense + "
+            "rerank), default (a plain request: the collection's own ranking); dense is always "
+            "run as the baseline of the paired tests (default: all but rerank)"
+        ),
+    )
     p.add_argument("--max-queries", type=int, help="evaluate only the first N judged queries")
     p.add_argument(
         "--concurrency", type=int, default=1, help="queries in flight (default 1: clean latencies)"
@@ -691,6 +803,28 @@ def register(subparsers: Any) -> None:
     p.add_argument("--json-out", type=Path, help="write the full report (with runs) as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=_guarded(_eval))
+
+    p = subparsers.add_parser(
+        "tune",
+        parents=[conn, js],
+        help="fit a collection's ranking on labelled queries and store it",
+        description=(
+            "Send the judged queries of BEIR_DIR/qrels/SPLIT.tsv to the server, which measures "
+            "every first-stage mode (dense, lexical, RRF, z-score weights, adaptive) and, with a "
+            "reranker, its weight and depth; prints nDCG@10 with a paired test against "
+            "dense-only, and stores the best in the collection's config (Search then uses it "
+            "by default). Tune on a split you do not evaluate on."
+        ),
+    )
+    p.add_argument("collection")
+    p.add_argument("beir_dir", type=Path)
+    p.add_argument("--split", default="train", help="qrels split to fit on (default train)")
+    p.add_argument("--max-queries", type=int, help="use only the first N judged queries")
+    p.add_argument("--dry-run", action="store_true", help="report without storing")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--no-rerank", dest="rerank", action="store_const", const=False)
+    g.add_argument("--rerank", dest="rerank", action="store_const", const=True)
+    p.set_defaults(rerank=None, handler=_guarded(_tune))
 
     p = subparsers.add_parser(
         "load",

@@ -29,6 +29,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from twostage.clients.errors import DeadlineExceededError, from_rpc_error
 from twostage.clients.results import (
+    ANALYZERS,
+    RETRIEVALS,
     SPACES,
     Classification,
     CollectionInfo,
@@ -39,10 +41,12 @@ from twostage.clients.results import (
     RankResult,
     SearchResult,
     ServerInfo,
+    TuneResult,
     UpsertResult,
     as_document,
     classifications_from_proto,
     embeddings_from_proto,
+    fusion_from_spec,
     rank_results_from_proto,
 )
 from twostage.protos.twostage.v1 import twostage_pb2 as pb
@@ -115,6 +119,35 @@ class RetryPolicy:
 
 
 NO_RETRY = RetryPolicy(max_attempts=1)
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """The first-stage and rerank options of a search; unset values let the collection decide.
+
+    ``retrieval``: ``dense``, ``lexical`` or ``hybrid``; ``fusion``: ``rrf``, ``rrf:K``,
+    ``zscore``, ``zscore:DENSE_WEIGHT`` or ``adaptive``; depths 0 = ``candidates`` (rerank: the
+    tuned or fitted depth).
+    """
+
+    retrieval: str | None = None
+    fusion: str | None = None
+    dense_candidates: int = 0
+    lexical_candidates: int = 0
+    rerank_depth: int = 0
+
+    def apply(self, req: pb.SearchRequest) -> None:
+        if self.retrieval is not None:
+            if self.retrieval not in RETRIEVALS:
+                raise ValueError(
+                    f"retrieval must be one of {sorted(RETRIEVALS)}, got {self.retrieval!r}"
+                )
+            req.retrieval = RETRIEVALS[self.retrieval]
+        if self.fusion is not None:
+            req.fusion.CopyFrom(fusion_from_spec(self.fusion))
+        req.dense_candidates = self.dense_candidates
+        req.lexical_candidates = self.lexical_candidates
+        req.rerank_depth = self.rerank_depth
 
 
 @dataclass(frozen=True)
@@ -229,10 +262,18 @@ class _Operations:
 
     @staticmethod
     def create_collection(
-        name: str, space: str, m: int, ef_construction: int, ef: int, embedder: str
+        name: str,
+        space: str,
+        m: int,
+        ef_construction: int,
+        ef: int,
+        embedder: str,
+        analyzer: str = "english",
     ) -> Operation[CollectionInfo]:
         if space not in SPACES:
             raise ValueError(f"space must be one of {sorted(SPACES)}, got {space!r}")
+        if analyzer not in ANALYZERS:
+            raise ValueError(f"analyzer must be one of {sorted(ANALYZERS)}, got {analyzer!r}")
         req = pb.CreateCollectionRequest(
             name=name,
             M=m,
@@ -240,6 +281,7 @@ class _Operations:
             space=SPACES[space],
             ef=ef,
             embedder=embedder,
+            analyzer=ANALYZERS[analyzer],
         )
         reply = yield _Call("Collections", "CreateCollection", req)
         return CollectionInfo.from_proto(reply.collection)
@@ -297,6 +339,7 @@ class _Operations:
         ef: int,
         filter: Mapping[str, str] | None,
         reranker: str,
+        options: SearchOptions | None = None,
     ) -> Operation[SearchResult]:
         req = pb.SearchRequest(
             collection=collection,
@@ -309,7 +352,23 @@ class _Operations:
         )
         if rerank is not None:
             req.rerank = rerank
+        if options is not None:
+            options.apply(req)
         return SearchResult.from_proto((yield _Call("Search", "Search", req)))
+
+    @staticmethod
+    def tune(
+        collection: str,
+        queries: Sequence[tuple[str, Mapping[str, float]]],
+        rerank: bool | None,
+        dry_run: bool,
+    ) -> Operation[TuneResult]:
+        req = pb.TuneRequest(collection=collection, dry_run=dry_run)
+        for text, relevant in queries:
+            req.queries.add(query=text, relevant={k: float(v) for k, v in relevant.items()})
+        if rerank is not None:
+            req.rerank = rerank
+        return TuneResult.from_proto((yield _Call("Collections", "Tune", req)))
 
     @staticmethod
     def info() -> Operation[ServerInfo]:
@@ -485,10 +544,12 @@ class TwostageClient(_ClientBase):
         ef_construction: int = 0,
         ef: int = 0,
         embedder: str = "",
+        analyzer: str = "english",
         timeout: float | None = None,
     ) -> CollectionInfo:
-        """Create an empty collection (0 = server default for the HNSW parameters)."""
-        op = _Operations.create_collection(name, space, m, ef_construction, ef, embedder)
+        """Create an empty collection (0 = server default for the HNSW parameters); ``analyzer``
+        sets its lexical channel: ``english`` (default), ``simple`` or ``none``."""
+        op = _Operations.create_collection(name, space, m, ef_construction, ef, embedder, analyzer)
         return self._run(op, timeout)
 
     def list_collections(self, *, timeout: float | None = None) -> list[CollectionInfo]:
@@ -539,11 +600,20 @@ class TwostageClient(_ClientBase):
         ef: int = 0,
         filter: Mapping[str, str] | None = None,
         reranker: str = "",
+        retrieval: str | None = None,
+        fusion: str | None = None,
+        dense_candidates: int = 0,
+        lexical_candidates: int = 0,
+        rerank_depth: int = 0,
         timeout: float | None = None,
     ) -> list[Hit]:
-        """Two-stage search: ``candidates`` ANN neighbours, reranked, best ``top_k`` returned.
+        """Search: a first stage of ``candidates`` (dense, lexical or hybrid; by default the
+        collection's), reranked where that earns its cost, best ``top_k`` returned.
 
-        ``rerank=None`` lets the server decide (yes when a reranker is loaded).
+        ``rerank=None`` lets the collection decide (yes only where ``twostage tune`` found a
+        gain). ``retrieval``: ``dense``, ``lexical`` or ``hybrid``; ``fusion``: ``rrf``,
+        ``rrf:K``, ``zscore``, ``zscore:DENSE_WEIGHT`` or ``adaptive``; per-channel and rerank
+        depths 0 = the defaults (see :class:`SearchOptions`).
         """
         return list(
             self.search_detailed(
@@ -555,6 +625,11 @@ class TwostageClient(_ClientBase):
                 ef=ef,
                 filter=filter,
                 reranker=reranker,
+                retrieval=retrieval,
+                fusion=fusion,
+                dense_candidates=dense_candidates,
+                lexical_candidates=lexical_candidates,
+                rerank_depth=rerank_depth,
                 timeout=timeout,
             ).hits
         )
@@ -570,11 +645,34 @@ class TwostageClient(_ClientBase):
         ef: int = 0,
         filter: Mapping[str, str] | None = None,
         reranker: str = "",
+        retrieval: str | None = None,
+        fusion: str | None = None,
+        dense_candidates: int = 0,
+        lexical_candidates: int = 0,
+        rerank_depth: int = 0,
         timeout: float | None = None,
     ) -> SearchResult:
         """Like :meth:`search`, with whether it reranked, the ranking rule and server timings."""
-        op = _Operations.search(collection, query, top_k, candidates, rerank, ef, filter, reranker)
+        options = SearchOptions(
+            retrieval, fusion, dense_candidates, lexical_candidates, rerank_depth
+        )
+        op = _Operations.search(
+            collection, query, top_k, candidates, rerank, ef, filter, reranker, options
+        )
         return self._run(op, timeout)
+
+    def tune(
+        self,
+        collection: str,
+        queries: Sequence[tuple[str, Mapping[str, float]]],
+        *,
+        rerank: bool | None = None,
+        dry_run: bool = False,
+        timeout: float | None = 3600.0,
+    ) -> TuneResult:
+        """Fit how Search ranks ``collection`` on labelled ``(query, {doc id: grade})`` pairs
+        and store it (unless ``dry_run``); returns every mode measured."""
+        return self._run(_Operations.tune(collection, queries, rerank, dry_run), timeout)
 
     # --- Info and health ---------------------------------------------------------------------
 
@@ -697,10 +795,11 @@ class AsyncTwostageClient(_ClientBase):
         ef_construction: int = 0,
         ef: int = 0,
         embedder: str = "",
+        analyzer: str = "english",
         timeout: float | None = None,
     ) -> CollectionInfo:
         """See :meth:`TwostageClient.create_collection`."""
-        op = _Operations.create_collection(name, space, m, ef_construction, ef, embedder)
+        op = _Operations.create_collection(name, space, m, ef_construction, ef, embedder, analyzer)
         return await self._run(op, timeout)
 
     async def list_collections(self, *, timeout: float | None = None) -> list[CollectionInfo]:
@@ -751,6 +850,11 @@ class AsyncTwostageClient(_ClientBase):
         ef: int = 0,
         filter: Mapping[str, str] | None = None,
         reranker: str = "",
+        retrieval: str | None = None,
+        fusion: str | None = None,
+        dense_candidates: int = 0,
+        lexical_candidates: int = 0,
+        rerank_depth: int = 0,
         timeout: float | None = None,
     ) -> list[Hit]:
         """See :meth:`TwostageClient.search`."""
@@ -763,6 +867,11 @@ class AsyncTwostageClient(_ClientBase):
             ef=ef,
             filter=filter,
             reranker=reranker,
+            retrieval=retrieval,
+            fusion=fusion,
+            dense_candidates=dense_candidates,
+            lexical_candidates=lexical_candidates,
+            rerank_depth=rerank_depth,
             timeout=timeout,
         )
         return list(result.hits)
@@ -778,11 +887,33 @@ class AsyncTwostageClient(_ClientBase):
         ef: int = 0,
         filter: Mapping[str, str] | None = None,
         reranker: str = "",
+        retrieval: str | None = None,
+        fusion: str | None = None,
+        dense_candidates: int = 0,
+        lexical_candidates: int = 0,
+        rerank_depth: int = 0,
         timeout: float | None = None,
     ) -> SearchResult:
         """See :meth:`TwostageClient.search_detailed`."""
-        op = _Operations.search(collection, query, top_k, candidates, rerank, ef, filter, reranker)
+        options = SearchOptions(
+            retrieval, fusion, dense_candidates, lexical_candidates, rerank_depth
+        )
+        op = _Operations.search(
+            collection, query, top_k, candidates, rerank, ef, filter, reranker, options
+        )
         return await self._run(op, timeout)
+
+    async def tune(
+        self,
+        collection: str,
+        queries: Sequence[tuple[str, Mapping[str, float]]],
+        *,
+        rerank: bool | None = None,
+        dry_run: bool = False,
+        timeout: float | None = 3600.0,
+    ) -> TuneResult:
+        """See :meth:`TwostageClient.tune`."""
+        return await self._run(_Operations.tune(collection, queries, rerank, dry_run), timeout)
 
     async def info(self, *, timeout: float | None = None) -> ServerInfo:
         """See :meth:`TwostageClient.info`."""

@@ -26,6 +26,7 @@ class Timings:
     total_ns: int = 0
     tokens: int = 0
     models: tuple[str, ...] = ()
+    lexical_ns: int = 0
 
     @classmethod
     def from_proto(cls, meta: pb.Metadata) -> Timings:
@@ -38,6 +39,7 @@ class Timings:
             meta.total_ns,
             meta.tokens,
             models,
+            meta.lexical_ns,
         )
 
 
@@ -88,6 +90,9 @@ class Hit:
     dense_score: float
     dense_rank: int
     rerank_score: float | None
+    # BM25 score (0: no query term matched) and rank in the lexical channel (0: not returned)
+    lexical_score: float = 0.0
+    lexical_rank: int = 0
 
 
 @dataclass(frozen=True)
@@ -111,6 +116,8 @@ class SearchResult:
                 dense_score=h.dense_score,
                 dense_rank=h.dense_rank,
                 rerank_score=h.rerank_score if reply.reranked else None,
+                lexical_score=h.lexical_score,
+                lexical_rank=h.lexical_rank,
             )
             for h in reply.hits
         )
@@ -140,6 +147,10 @@ class CollectionInfo:
     embedder: str
     embedder_source: str
     created_unix: int
+    analyzer: str = "english"
+    # what a default Search applies, and whether `twostage tune` chose it
+    ranking: str = ""
+    tuned: bool = False
 
     @classmethod
     def from_proto(cls, c: pb.CollectionInfo) -> CollectionInfo:
@@ -154,7 +165,70 @@ class CollectionInfo:
             c.embedder,
             c.embedder_source,
             c.created_unix,
+            ANALYZER_NAMES.get(c.analyzer, "english"),
+            c.ranking,
+            c.tuned,
         )
+
+
+ANALYZERS = {"english": pb.ANALYZER_ENGLISH, "simple": pb.ANALYZER_SIMPLE, "none": pb.ANALYZER_NONE}
+ANALYZER_NAMES = {v: k for k, v in ANALYZERS.items()}
+RETRIEVALS = {
+    "dense": pb.RETRIEVAL_DENSE,
+    "lexical": pb.RETRIEVAL_LEXICAL,
+    "hybrid": pb.RETRIEVAL_HYBRID,
+}
+
+
+def fusion_from_spec(spec: str) -> pb.Fusion:
+    """``rrf``, ``rrf:K``, ``zscore``, ``zscore:DENSE_WEIGHT`` or ``adaptive`` as the proto."""
+    name, _, value = spec.partition(":")
+    try:
+        if name == "rrf":
+            return pb.Fusion(method=pb.FUSION_METHOD_RRF, rrf_k=float(value) if value else 0.0)
+        if name == "zscore":
+            fusion = pb.Fusion(method=pb.FUSION_METHOD_ZSCORE)
+            if value:
+                fusion.dense_weight = float(value)
+            return fusion
+        if name == "adaptive" and not value:
+            return pb.Fusion(method=pb.FUSION_METHOD_ADAPTIVE)
+    except ValueError:
+        pass
+    raise ValueError(
+        f"fusion must be rrf, rrf:K, zscore, zscore:DENSE_WEIGHT or adaptive; got {spec!r}"
+    )
+
+
+@dataclass(frozen=True)
+class TuneMode:
+    """One row of a tuning report: a ranking's nDCG@10 and its paired test against dense."""
+
+    ranking: str
+    ndcg10: float
+    delta_vs_dense: float
+    p_value: float
+    recall100: float
+    chosen: bool
+    queries: int
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    modes: tuple[TuneMode, ...]
+    ranking: str
+    stored: bool
+    queries: int
+
+    @classmethod
+    def from_proto(cls, reply: pb.TuneResponse) -> TuneResult:
+        modes = tuple(
+            TuneMode(
+                m.ranking, m.ndcg10, m.delta_vs_dense, m.p_value, m.recall100, m.chosen, m.queries
+            )
+            for m in reply.modes
+        )
+        return cls(modes, reply.ranking, reply.stored, reply.queries)
 
 
 @dataclass(frozen=True)
