@@ -175,7 +175,7 @@ class Searcher:
         retrieval = default_retrieval(collection)
         name = first_stage_name(retrieval, default_fusion(collection))
         plan = self._rerank_plan(collection, None, "", 0, 100)
-        return name + ("+" + plan.name() if plan.run else "")
+        return name + ("+" + plan.name() if plan.name() else "")
 
     # -- the first stage ------------------------------------------------------------------------
 

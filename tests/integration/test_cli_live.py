@@ -96,7 +96,7 @@ def test_ingest_is_resumable_and_search_prints(live_server, tmp_path: Path, caps
     )
     assert code == 0
     lines = out.splitlines()
-    assert lines[0].split()[:3] == ["rank", "id", "dense"]
+    assert lines[0].split()[:6] == ["rank", "id", "score", "dense", "d.rank", "bm25"]
     assert len(lines) == 1 + 3 + 1 and lines[-1].startswith("ranking:")
 
 

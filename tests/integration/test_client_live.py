@@ -122,18 +122,28 @@ def test_collection_lifecycle_and_search(client) -> None:
     assert got.documents[0].text == docs[3].text and got.not_found == ("no-such-id",)
 
     query = docs[5].text[:200]
-    hits = client.search(name, query, top_k=5, candidates=10)
+    hits = client.search(name, query, top_k=5, candidates=10, rerank=True, retrieval="dense")
     assert len(hits) == 5 and [h.rank for h in hits] == [1, 2, 3, 4, 5]
     assert all(h.rerank_score is not None for h in hits)
-    dense = client.search_detailed(name, query, top_k=5, candidates=10, rerank=False)
+    dense = client.search_detailed(
+        name, query, top_k=5, candidates=10, rerank=False, retrieval="dense"
+    )
     assert not dense.reranked and dense.hits[0].id == docs[5].id
     assert all(h.rerank_score is None for h in dense.hits)
     assert [h.dense_rank for h in dense.hits] == [1, 2, 3, 4, 5]
     assert dense.timings.total_ns > 0
     # the reranked hits are a reordering of the same candidates
     assert {h.id for h in hits} <= {
-        h.id for h in client.search(name, query, top_k=10, candidates=10, rerank=False)
+        h.id
+        for h in client.search(
+            name, query, top_k=10, candidates=10, rerank=False, retrieval="dense"
+        )
     }
+    # the default on an untuned collection: the hybrid first stage, no rerank
+    default = client.search_detailed(name, query, top_k=5, candidates=10)
+    assert not default.reranked and default.ranking.startswith("hybrid:adaptive(")
+    assert "rerank:off(untuned collection)" in default.ranking
+    assert default.hits[0].id == docs[5].id and default.hits[0].lexical_rank >= 1
 
     deleted = client.delete(name, [docs[0].id, "no-such-id"])
     assert deleted.deleted == 1 and deleted.not_found == ("no-such-id",)

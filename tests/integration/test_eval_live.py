@@ -82,6 +82,8 @@ def test_eval_matches_offline_metrics(live_server, beir_subset: Path, tmp_path: 
             str(DEPTH),
             "--candidates",
             str(DEPTH),
+            "--modes",
+            "rerank,lexical,hybrid,default",
             "--json-out",
             str(out),
             "--json",
@@ -96,7 +98,8 @@ def test_eval_matches_offline_metrics(live_server, beir_subset: Path, tmp_path: 
     assert report["queries"] == N_QUERIES and report["collection_size"] == N_DOCS
 
     split = EvalSplit.load(beir_subset, "test")
-    for mode in ("dense", "rerank"):
+    assert list(report["modes"]) == ["dense", "rerank", "lexical", "hybrid", "default"]
+    for mode in report["modes"]:
         run = report["runs"][mode]
         assert set(run) == set(split.qrels)
         assert all(len(hits) == DEPTH for hits in run.values())
@@ -119,5 +122,14 @@ def test_eval_matches_offline_metrics(live_server, beir_subset: Path, tmp_path: 
     # The saved runs are the server's rankings.
     with TwostageClient(live_server.address) as client:
         for q in list(split.queries)[:3]:
-            hits = client.search("eval-scifact", split.queries[q], DEPTH, DEPTH, rerank=False)
+            hits = client.search(
+                "eval-scifact", split.queries[q], DEPTH, DEPTH, rerank=False, retrieval="dense"
+            )
             assert [h.id for h in hits] == [d for d, _ in report["runs"]["dense"][q]]
+    # every mode carries its paired test against dense; dense's own is the identity
+    assert report["modes"]["dense"]["p_vs_dense"] == 1.0
+    assert report["modes"]["dense"]["delta_ndcg10_vs_dense"] == 0.0
+    assert report["modes"]["hybrid"]["ranking"].startswith("hybrid:")
+    hybrid = report["modes"]["hybrid"]["ranking"]
+    assert report["modes"]["default"]["ranking"] == hybrid + "+rerank:off(untuned collection)"
+    assert report["runs"]["default"] == report["runs"]["hybrid"]

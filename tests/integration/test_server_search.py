@@ -93,7 +93,12 @@ def test_hnsw_recall_at_10_against_exact(channel, indexed) -> None:
         exact = {docs[i].id for i in np.argsort(-(doc_vectors @ qv))[:10]}
         reply = search.Search(
             pb.SearchRequest(
-                collection="scifact", query=q["text"], top_k=10, candidates=10, rerank=False
+                collection="scifact",
+                query=q["text"],
+                top_k=10,
+                candidates=10,
+                rerank=False,
+                retrieval=pb.RETRIEVAL_DENSE,
             ),
             timeout=30,
         )
@@ -112,7 +117,13 @@ def test_search_equals_exact_search_plus_rerank(channel, indexed) -> None:
         # ef well above the candidate depth makes HNSW exact on 1k documents
         reply = search.Search(
             pb.SearchRequest(
-                collection="scifact", query=q["text"], top_k=10, candidates=CANDIDATES, ef=400
+                collection="scifact",
+                query=q["text"],
+                top_k=10,
+                candidates=CANDIDATES,
+                ef=400,
+                rerank=True,
+                retrieval=pb.RETRIEVAL_DENSE,
             ),
             timeout=60,
         )
