@@ -29,7 +29,7 @@ from twostage.server.bundle import Fusion
 from twostage.server.engine.models import CrossEncoder, Embedder, Timings
 from twostage.server.engine.registry import ModelRegistry
 from twostage.server.errors import FailedPrecondition, InvalidArgument
-from twostage.server.fusion import DEFAULT_FIRST_STAGE, FirstStageFusion, fuse
+from twostage.server.fusion import DEFAULT_FIRST_STAGE, GAP_DEPTH, FirstStageFusion, fuse
 from twostage.server.store.collections import Collection, CollectionManager
 
 RETRIEVALS = ("dense", "lexical", "hybrid")
@@ -227,6 +227,10 @@ class Searcher:
             if lexical_task is not None:
                 lexical_hits, elapsed = await lexical_task
                 timings.lexical_ns += elapsed
+        if retrieval == "hybrid" and dense_k >= GAP_DEPTH and lexical_k >= GAP_DEPTH:
+            collection.record_channel_gaps(
+                [h.score for h in lexical_hits], [h.score for h in dense_hits]
+            )
         return await self._union(collection, query, vector, dense_hits, lexical_hits, timings)
 
     async def _union(
@@ -356,7 +360,11 @@ class Searcher:
             first = found.lexical
         else:
             first = fusion.scores(
-                found.dense, found.lexical, found.dense_ranks, found.lexical_ranks
+                found.dense,
+                found.lexical,
+                found.dense_ranks,
+                found.lexical_ranks,
+                collection.channel_stats,
             )
         found = found.order_by(first, candidates)
         ranking = first_stage_name(retrieval, fusion)

@@ -162,7 +162,9 @@ class Tuner:
                 name = first_stage_name("hybrid", fusion)
 
                 def rank(c: Candidates, f: FirstStageFusion = fusion) -> list[str]:
-                    return _order(c, f.scores(c.dense, c.lexical, c.dense_ranks, c.lexical_ranks))
+                    stats = collection.channel_stats
+                    s = f.scores(c.dense, c.lexical, c.dense_ranks, c.lexical_ranks, stats)
+                    return _order(c, s)
 
                 runs[name] = measure(rank)
                 first[name] = (fusion, "hybrid")
@@ -220,6 +222,7 @@ class Tuner:
         progress: Callable[[str], None],
         collection_name: str,
     ) -> tuple[list[ModeResult], dict[str, Any]]:
+        collection = self.searcher.collections.get(collection_name)
         reranker = self.searcher.registry.reranker()
         n = min(len(queries), MAX_RERANK_QUERIES)
         step = len(queries) / n
@@ -235,7 +238,9 @@ class Tuner:
                 score = c.lexical
             else:
                 f = fusion or DEFAULT_FIRST_STAGE
-                score = f.scores(c.dense, c.lexical, c.dense_ranks, c.lexical_ranks)
+                score = f.scores(
+                    c.dense, c.lexical, c.dense_ranks, c.lexical_ranks, collection.channel_stats
+                )
             if retrieval != "hybrid":
                 present = c.dense_ranks > 0 if retrieval == "dense" else c.lexical_ranks > 0
                 c = c.take(np.flatnonzero(present))

@@ -44,6 +44,7 @@ from twostage.server.errors import (
     NotFound,
     Unavailable,
 )
+from twostage.server.fusion import GAP_DEPTH, ChannelStats, channel_gap
 from twostage.server.store.documents import Document, DocumentStore
 from twostage.server.store.lexical import ANALYZERS, DEFAULT_ANALYZER, Analyzer
 from twostage.server.store.recovery import (
@@ -72,6 +73,7 @@ log = logging.getLogger(__name__)
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 CONFIG_FILE = "collection.json"
+STATS_FILE = "channel_stats.json"
 DOCUMENTS_FILE = "documents.sqlite"
 MAX_DIM = 65536
 DEFAULT_EXACT_FILTER_LIMIT = 2048
@@ -214,6 +216,9 @@ class Collection:
         self._closed: Exception | None = None
         self._writes_since_snapshot = 0
         self.analyzer = Analyzer(config.analyzer)
+        self._stats_lock = threading.Lock()
+        self.channel_stats = self._load_stats()
+        self._stats_saved = self.channel_stats.n
         self._store = DocumentStore(self.folder / DOCUMENTS_FILE, config.dim)
         try:
             self._ensure_lexical()
@@ -231,6 +236,35 @@ class Collection:
             except OSError as exc:
                 log.warning("collection %s: snapshot after recovery failed: %s", self.name, exc)
         self._report_size()
+
+    def _load_stats(self) -> ChannelStats:
+        path = self.folder / STATS_FILE
+        try:
+            return ChannelStats.from_json(json.loads(path.read_text(encoding="utf-8")))
+        except FileNotFoundError:
+            return ChannelStats()
+        except (OSError, ValueError, TypeError) as exc:
+            log.warning("collection %s: %s unreadable (%s); starting over", self.name, path, exc)
+            return ChannelStats()
+
+    def record_channel_gaps(self, lexical_scores: Any, dense_scores: Any) -> None:
+        """Add one served query's channel gaps (each channel's own top list, best first) to the
+        collection's label-free statistics (fusion.GapRatio); lists shorter than the gap depth
+        are not comparable and are skipped."""
+        if len(lexical_scores) < 2 or len(dense_scores) < GAP_DEPTH:
+            return
+        with self._stats_lock:
+            self.channel_stats.add(channel_gap(lexical_scores), channel_gap(dense_scores))
+
+    def _save_stats(self) -> None:
+        with self._stats_lock:
+            data = self.channel_stats.to_json()
+        if data["n"] and data["n"] != self._stats_saved:
+            self._stats_saved = int(data["n"])
+            try:
+                write_json_atomic(self.folder / STATS_FILE, data)
+            except OSError as exc:
+                log.warning("collection %s: saving channel statistics failed: %s", self.name, exc)
 
     def _ensure_lexical(self) -> None:
         """Build the lexical table of a collection made before it existed (or with another
@@ -569,6 +603,7 @@ class Collection:
             return self._snapshot_locked()
 
     def _snapshot_locked(self) -> bool:
+        self._save_stats()
         self._catch_up()
         seq = self._index_seq
         if self._snapshot is not None and self._snapshot["seq"] == seq:
@@ -583,6 +618,7 @@ class Collection:
     def maybe_snapshot(self, every_n_writes: int) -> bool:
         """Snapshot when at least ``every_n_writes`` documents changed since the last one."""
         if self._writes_since_snapshot < max(1, every_n_writes):
+            self._save_stats()  # served queries moved the fusion estimate; keep it across kills
             return False
         return self.snapshot()
 
@@ -595,6 +631,8 @@ class Collection:
             try:
                 if snapshot:
                     self._snapshot_locked()
+                else:
+                    self._save_stats()
             finally:
                 self._closed = reason or Unavailable(f"collection {self.name!r} is closed")
                 self._store.close()
