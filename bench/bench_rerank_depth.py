@@ -72,7 +72,8 @@ def main() -> None:
             )
     table = markdown_table(["stage", "nDCG@10", "vs first stage", "p", "p50 ms"], rows)
     data = {
-        "what": f"rerank depth curve, {args.collection} {args.split} ({len(split.queries)} queries)",
+        "what": f"rerank depth curve, {args.collection} {args.split}",
+        "queries": len(split.queries),
         "when": now(),
         "machine": machine(),
         "results": results,
