@@ -289,7 +289,16 @@ def test_tls_with_root_certificates_and_token(tmp_path: Path) -> None:
 def test_clients_import_only_protos_grpc_numpy_and_client_tools() -> None:
     import ast
 
-    allowed_roots = {"grpc", "grpc_health", "numpy", "hdrh", "ir_measures", "matplotlib", "tqdm"}
+    allowed_roots = {
+        "grpc",
+        "grpc_health",
+        "numpy",
+        "hdrh",
+        "ir_measures",
+        "matplotlib",
+        "tqdm",
+        "scipy",
+    }
     forbidden = ("twostage.server", "twostage.export", "twostage.train", "onnxruntime")
     root = Path(__file__).resolve().parents[2] / "clients"
     import sys
