@@ -30,7 +30,7 @@ from twostage.server.engine.models import CrossEncoder, Embedder, Timings
 from twostage.server.engine.registry import ModelRegistry
 from twostage.server.errors import FailedPrecondition, InvalidArgument
 from twostage.server.fusion import DEFAULT_FIRST_STAGE, GAP_DEPTH, FirstStageFusion, fuse
-from twostage.server.store.collections import Collection, CollectionManager
+from twostage.server.store.collections import Collection, CollectionManager, LexicalChannel
 
 RETRIEVALS = ("dense", "lexical", "hybrid")
 
@@ -204,9 +204,13 @@ class Searcher:
                 field="retrieval",
             )
         lexical_task: asyncio.Task[Any] | None = None
-        if retrieval != "dense":
+        if retrieval == "lexical":
             lexical_task = asyncio.create_task(
                 _timed(asyncio.to_thread(collection.lexical_search, query, lexical_k, filter))
+            )
+        elif retrieval == "hybrid":
+            lexical_task = asyncio.create_task(
+                _timed(asyncio.to_thread(collection.lexical_channel, query, lexical_k, filter))
             )
         dense_hits: list[Any] = []
         vector: np.ndarray | None = None
@@ -224,19 +228,24 @@ class Searcher:
                 timings.index_ns += time.perf_counter_ns() - start
         finally:
             lexical_hits: list[Any] = []
+            channel: LexicalChannel | None = None
             if lexical_task is not None:
-                lexical_hits, elapsed = await lexical_task
+                result, elapsed = await lexical_task
                 timings.lexical_ns += elapsed
+                if isinstance(result, LexicalChannel):
+                    channel, lexical_hits = result, result.hits
+                else:
+                    lexical_hits = result
         if retrieval == "hybrid" and dense_k >= GAP_DEPTH and lexical_k >= GAP_DEPTH:
             collection.record_channel_gaps(
                 [h.score for h in lexical_hits], [h.score for h in dense_hits]
             )
-        return await self._union(collection, query, vector, dense_hits, lexical_hits, timings)
+        return await self._union(collection, channel, vector, dense_hits, lexical_hits, timings)
 
     async def _union(
         self,
         collection: Collection,
-        query: str,
+        channel: LexicalChannel | None,
         vector: np.ndarray | None,
         dense_hits: Sequence[Any],
         lexical_hits: Sequence[Any],
@@ -261,20 +270,16 @@ class Searcher:
                     texts.append(h.text)
                     metas.append(h.metadata)
                     labels.append(h.label)
-        if dense_hits and lexical_hits:
+        if channel is not None and dense_hits:
             # the union: fill the score each channel did not return
             missing_dense = [x for x in labels if x not in dense]
-            missing_lexical = [x for x in labels if x not in lexical]
-            start = time.perf_counter_ns()
-            filled_dense, filled_lexical = await asyncio.to_thread(
-                lambda: (
-                    collection.dense_scores(vector, missing_dense),
-                    collection.lexical_scores(query, missing_lexical),
+            lexical.update(channel.scores_of([x for x in labels if x not in lexical]))
+            if missing_dense:
+                start = time.perf_counter_ns()
+                dense.update(
+                    await asyncio.to_thread(collection.dense_scores, vector, missing_dense)
                 )
-            )
-            timings.index_ns += time.perf_counter_ns() - start
-            dense.update(filled_dense)
-            lexical.update(filled_lexical)
+                timings.index_ns += time.perf_counter_ns() - start
         floor = min(dense.values(), default=0.0)  # a document gone meanwhile ranks last
         return Candidates(
             ids,

@@ -87,6 +87,24 @@ class SearchHit(NamedTuple):
     label: int
 
 
+class LexicalChannel(NamedTuple):
+    """One query's lexical channel: its top hits, and BM25 of any other document."""
+
+    hits: list[SearchHit]
+    labels: np.ndarray  # every matching label (up to the scan limit), sorted by label
+    scores: np.ndarray  # their BM25, aligned with ``labels``
+
+    def scores_of(self, labels: Sequence[int]) -> dict[int, float]:
+        """BM25 of ``labels``; 0 for a document matching no query term."""
+        wanted = np.asarray(labels, dtype=np.int64)
+        if not self.labels.size or not wanted.size:
+            return {int(x): 0.0 for x in wanted}
+        pos = np.minimum(np.searchsorted(self.labels, wanted), self.labels.size - 1)
+        found = self.labels[pos] == wanted
+        values = np.where(found, self.scores[pos], 0.0)
+        return dict(zip(wanted.tolist(), values.tolist(), strict=True))
+
+
 class DeleteResult(NamedTuple):
     seq: int  # sequence number of the delete (the current one when nothing was deleted)
     deleted: int  # live documents deleted
@@ -535,6 +553,34 @@ class Collection:
                 continue
             hits.append(SearchHit(doc.id, doc.text, doc.metadata, float(score), label))
         return hits
+
+    def lexical_channel(
+        self, query: str, k: int, filter: Mapping[str, str] | None = None
+    ) -> LexicalChannel:
+        """The lexical channel for hybrid search: the top ``k`` hits (as :meth:`lexical_search`)
+        plus the BM25 of every matching document, from one FTS5 query."""
+        empty = np.empty(0, dtype=np.int64)
+        if not self.analyzer.enabled:
+            return LexicalChannel([], empty, np.empty(0))
+        wanted = _check_metadata(filter, "filter", "filter")
+        match = self.analyzer.match(query)
+        self._check_open()
+        if match is None:
+            return LexicalChannel([], empty, np.empty(0))
+        found = self._guard(lambda: self._store.lexical_matches(match, wanted))
+        n = found.labels.size
+        head = np.argpartition(-found.scores, k - 1)[:k] if k < n else np.arange(n)
+        # best first; ties by label, so the order does not depend on FTS5's row order
+        head = head[np.lexsort((found.labels[head], -found.scores[head]))]
+        top = found.labels[head]
+        docs = self._guard(lambda: self._store.get_by_labels(top.tolist()))
+        hits = []
+        for label, score in zip(top.tolist(), found.scores[head].tolist(), strict=True):
+            doc = docs.get(label)
+            if doc is not None:
+                hits.append(SearchHit(doc.id, doc.text, doc.metadata, float(score), label))
+        order = np.argsort(found.labels, kind="stable")
+        return LexicalChannel(hits, found.labels[order], found.scores[order])
 
     def lexical_scores(self, query: str, labels: Sequence[int]) -> dict[int, float]:
         """BM25 of the given documents for ``query``; 0 for those matching no term."""
