@@ -58,6 +58,12 @@ class OnnxSession:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         options.intra_op_num_threads = intra_op_threads or default_threads()
         options.inter_op_num_threads = 1
+        if device == "cpu":
+            # ORT's pool threads spin after each run by default, holding a core the other work
+            # of a request needs (the lexical channel, tokenization, SQLite). Measured on 2
+            # cores: hybrid Search p50 13.6 -> 9.3 ms, dense unchanged, embedding throughput
+            # unchanged; a lone query embeds ~0.5 ms slower.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3
         if device == "cuda":
             if not cuda_available():
