@@ -103,6 +103,17 @@ class Deleted(NamedTuple):
     missing: list[str]  # requested ids that were not live documents
 
 
+def _lexical_query(match: str, filter: Mapping[str, str] | None) -> tuple[str, list[Any]]:
+    """SQL of (label, BM25) for the live documents matching ``match`` and ``filter``."""
+    sql = "SELECT rowid, -bm25(lexical) FROM lexical WHERE lexical MATCH ?"
+    params: list[Any] = [match]
+    if filter:
+        fsql, fparams = _filter_query(filter)
+        sql += f" AND rowid IN ({fsql})"
+        params += fparams
+    return sql, params
+
+
 def _lexical_hits(rows: Sequence[tuple[int, float]]) -> LexicalHits:
     labels = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
     scores = np.fromiter((r[1] for r in rows), dtype=np.float64, count=len(rows))
@@ -489,28 +500,16 @@ class DocumentStore:
     ) -> LexicalHits:
         """The ``k`` best live documents for an FTS5 MATCH expression by BM25, best first;
         ``filter`` keeps documents whose metadata has every (key, value)."""
-        sql = "SELECT rowid, -bm25(lexical) FROM lexical WHERE lexical MATCH ?"
-        params: list[Any] = [match]
-        if filter:
-            fsql, fparams = _filter_query(filter)
-            sql += f" AND rowid IN ({fsql})"
-            params += fparams
+        sql, params = _lexical_query(match, filter)
         rows = self._reader().execute(sql + " ORDER BY rank LIMIT ?", [*params, int(k)]).fetchall()
         return _lexical_hits(rows)
 
-    def lexical_matches(
-        self, match: str, filter: Mapping[str, str] | None = None
-    ) -> LexicalHits:
+    def lexical_matches(self, match: str, filter: Mapping[str, str] | None = None) -> LexicalHits:
         """Every live document matching a term with its BM25, in no order. FTS5 scores every
         match to rank a top-k anyway; returning them all unsorted costs about the same as the
         top 100 sorted (measured on SciFact) and answers "what is this candidate's BM25" for the
         other channel's candidates at once. Its cost grows with the matches (bench/)."""
-        sql = "SELECT rowid, -bm25(lexical) FROM lexical WHERE lexical MATCH ?"
-        params: list[Any] = [match]
-        if filter:
-            fsql, fparams = _filter_query(filter)
-            sql += f" AND rowid IN ({fsql})"
-            params += fparams
+        sql, params = _lexical_query(match, filter)
         return _lexical_hits(self._reader().execute(sql, params).fetchall())
 
     def lexical_scores(self, match: str, labels: Sequence[int]) -> dict[int, float]:
