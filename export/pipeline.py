@@ -185,6 +185,7 @@ def read_fusion(folder: Path) -> Fusion | None:
             dense_weight=float(data["dense_weight"]),
             fitted_on=str(data.get("fitted_on", "")),
             candidates=int(data.get("candidates", 0)),
+            first_stage=str(data.get("first_stage", "dense")),
             heldout={
                 str(k): float(v)
                 for k, v in heldout.items()

@@ -59,10 +59,11 @@ class Variant:
 
 @dataclass(frozen=True)
 class Fusion:
-    """How the served ranking combines dense and cross-encoder scores (fitted at training time).
+    """How the rerank stage combines the first stage and the cross-encoder (fitted at training).
 
-    ``final = dense_weight * z(dense) + (1 - dense_weight) * z(cross_encoder_logit)``, z-scores
-    taken over the query's candidate set. ``dense_weight == 0`` ranks by the cross-encoder alone.
+    ``final = dense_weight * z(first stage) + (1 - dense_weight) * z(cross_encoder_logit)``,
+    z-scores over the reranked candidates. ``dense_weight == 0`` ranks by the cross-encoder
+    alone; 1 means the cross-encoder added nothing on held-back queries.
     """
 
     method: str = "zscore"
@@ -71,6 +72,9 @@ class Fusion:
     # candidates per query the weight was fitted over (0: not recorded); z-scores depend on it
     candidates: int = 0
     heldout: dict[str, float] = field(default_factory=dict)
+    # the first-stage score ``dense_weight`` weighs: "dense" (older bundles) or the hybrid
+    # fusion the training run applied to its held-back queries
+    first_stage: str = "dense"
 
 
 @dataclass(frozen=True)

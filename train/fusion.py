@@ -41,7 +41,7 @@ class FusionFit:
             "dense_weight": self.dense_weight,
             "fitted_on": f"{self.n_queries} held-back train queries",
             "candidates": candidates,
-            "formula": "w * z(dense) + (1 - w) * z(rerank_logit), z over the query's candidates",
+            "formula": "w * z(first stage) + (1 - w) * z(rerank_logit), z over the candidates",
             "heldout": {
                 "dense_ndcg10": round(self.dense_ndcg10, 4),
                 "rerank_ndcg10": round(self.rerank_ndcg10, 4),

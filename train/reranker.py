@@ -3,14 +3,17 @@
 Positives come from ``qrels/train``; hard negatives are mined from the corpus by the bi-encoder
 (and BM25 when ``bm25s`` is installed), skipping the very top ranks, never a positive, seeded.
 A cross-encoder with one output is trained with BCE on the logit. Then, on training queries held
-back from training, the dense-only, cross-encoder-only and fused rankings of the dense top
-``candidates`` are compared and a conservative dense weight is fitted (``fusion.json``).
+back from training, the served first stage (dense + the server's own BM25 channel, fused by the
+untuned default, :func:`hybrid_ranking`) is compared with the cross-encoder alone and with their
+fusion over its top ``candidates``, and a conservative first-stage weight is fitted
+(``fusion.json``; weight 1: the cross-encoder adds nothing there).
 """
 
 from __future__ import annotations
 
 import json
 import random
+import tempfile
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,7 +26,7 @@ from twostage.train.evaluation import per_query_ndcg10, retrieval_figures
 from twostage.train.fusion import FusionFit, fit_dense_weight, fuse
 from twostage.train.losses import cross_encoder_loss
 from twostage.train.models import check_base, load_cross_encoder, resolve_base, save_checkpoint
-from twostage.train.negatives import bm25_top_k, select_hard_negatives
+from twostage.train.negatives import bm25_top_k, dense_top_k, select_hard_negatives
 from twostage.train.recipe import Recipe, hardware, scratch_dir, seed_everything, trainer_arguments
 from twostage.train.report import RunReport, say
 from twostage.train.retrieval import DenseRanking, dense_ranking, encode_corpus
@@ -204,6 +207,67 @@ def score_candidates(
     return out
 
 
+def hybrid_ranking(
+    beir: BeirSet,
+    corpus_embeddings: np.ndarray,
+    query_ids: list[str],
+    query_embeddings: np.ndarray,
+    keep: int,
+    depth: int = 100,
+) -> tuple[DenseRanking, str]:
+    """The serving first stage for ``query_ids``: dense and lexical top ``depth`` (the server's
+    own store and analyzer), every candidate with both scores, fused by the untuned default
+    with its collection weight estimated from these queries. Returns the top ``keep`` by the
+    fused score (as a ranking whose ``scores`` are that score) and the fusion's name."""
+    from twostage.server.fusion import DEFAULT_FIRST_STAGE, ChannelStats, channel_gap
+    from twostage.server.store.collections import CollectionManager
+
+    n = len(beir.corpus_ids)
+    with tempfile.TemporaryDirectory() as tmp:
+        manager = CollectionManager(tmp)
+        try:
+            c = manager.create("heldout", dim=int(corpus_embeddings.shape[1]), index="exact")
+            for s in range(0, n, 2000):
+                c.upsert(
+                    beir.corpus_ids[s : s + 2000],
+                    beir.corpus_texts[s : s + 2000],
+                    None,
+                    corpus_embeddings[s : s + 2000],
+                )
+            label_of = {d.id: d.label for d in c.get(beir.corpus_ids) if d is not None}
+            channels = [c.lexical_channel(beir.queries[q], depth) for q in query_ids]
+        finally:
+            manager.close_all(snapshot=False)
+    index_of = {d: i for i, d in enumerate(beir.corpus_ids)}
+    dense_idx, dense_scores = dense_top_k(query_embeddings, corpus_embeddings, depth)
+    stats = ChannelStats()
+    for channel, scores in zip(channels, dense_scores, strict=True):
+        stats.add(channel_gap([h.score for h in channel.hits]), channel_gap(scores))
+    fusion = DEFAULT_FIRST_STAGE
+    indices = np.zeros((len(query_ids), keep), dtype=np.int64)
+    fused_scores = np.zeros((len(query_ids), keep), dtype=np.float64)
+    for row, channel in enumerate(channels):
+        lexical_idx = [index_of[h.id] for h in channel.hits]
+        union = list(dict.fromkeys([*dense_idx[row].tolist(), *lexical_idx]))
+        dense = corpus_embeddings[union] @ query_embeddings[row]
+        by_label = channel.scores_of([label_of[beir.corpus_ids[i]] for i in union])
+        lexical = np.asarray([by_label[label_of[beir.corpus_ids[i]]] for i in union])
+        d_rank = {int(i): r + 1 for r, i in enumerate(dense_idx[row].tolist())}
+        l_rank = {i: r + 1 for r, i in enumerate(lexical_idx)}
+        score = fusion.scores(
+            dense.astype(np.float64),
+            lexical,
+            np.asarray([d_rank.get(i, 0) for i in union]),
+            np.asarray([l_rank.get(i, 0) for i in union]),
+            stats,
+        )
+        order = np.lexsort((np.arange(len(union)), -score))[:keep]
+        indices[row, : len(order)] = np.asarray(union)[order]
+        fused_scores[row, : len(order)] = score[order]
+    name = f"hybrid:{fusion.name()} at dense_weight {fusion.weight(stats):g}"
+    return DenseRanking(list(query_ids), indices, fused_scores), name
+
+
 def fused_run(
     scored: dict[str, tuple[list[str], np.ndarray, np.ndarray]], dense_weight: float
 ) -> dict[str, dict[str, float]]:
@@ -263,8 +327,19 @@ def run_reranker(job: RerankerJob) -> RunReport:
     with report.timed("dense_search"):
         k = max(opts.depth, opts.candidates)
         dense_train = dense_ranking(bi, beir, job.train_queries, corpus, k)
-        dense_held = dense_ranking(bi, beir, job.heldout_queries, corpus, k)
         dense_test = dense_ranking(bi, beir, test_queries, corpus, k)
+        held_emb = bi.encode(
+            [beir.queries[q] for q in job.heldout_queries],
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        ).astype(np.float32)
+    first_stage = "dense"
+    if job.heldout_queries:
+        with report.timed("first_stage"):
+            first_held, first_stage = hybrid_ranking(
+                beir, corpus, job.heldout_queries, held_emb, opts.candidates
+            )
     del bi, corpus
     with report.timed("bm25"):
         lexical = bm25_top_k(
@@ -306,13 +381,15 @@ def run_reranker(job: RerankerJob) -> RunReport:
         "dense_weight": 1.0,
         "fitted_on": "no held-back queries",
         "candidates": opts.candidates,
+        "first_stage": first_stage,
     }
     if job.heldout_queries:
         with report.timed("eval_heldout"):
             held_qrels = beir.qrels["train"]
-            scored = score_candidates(model, beir, dense_held, opts.candidates)
+            scored = score_candidates(model, beir, first_held, opts.candidates)
             fit = fit_fusion(held_qrels, scored)
             fusion_doc = fit.as_json(opts.candidates)
+            fusion_doc["first_stage"] = first_stage
             evaluation["heldout"] = {
                 "before": {"dense_ndcg10": round(fit.dense_ndcg10, 4)},
                 "after": {
@@ -323,9 +400,10 @@ def run_reranker(job: RerankerJob) -> RunReport:
                 },
             }
         say(
-            f"  held back ({fit.n_queries} queries): dense {fit.dense_ndcg10:.4f}, cross-encoder "
+            f"  held back ({fit.n_queries} queries): first stage ({first_stage}) "
+            f"{fit.dense_ndcg10:.4f}, cross-encoder "
             f"{fit.rerank_ndcg10:.4f}, fused {fit.fused_ndcg10:.4f} "
-            f"at dense weight {fit.dense_weight} "
+            f"at first-stage weight {fit.dense_weight} "
             f"(best {fit.best_weight})"
         )
     with report.timed("save"):

@@ -193,6 +193,9 @@ def test_reranker_writes_checkpoint_fusion_and_report(work: Path, mini_beir: Pat
     assert served.candidates == 10
     assert served.heldout["fused_ndcg10"] == fusion["heldout"]["fused_ndcg10"]
     assert "curve" not in served.heldout
+    # the weight was fitted over the served (hybrid) first stage, and says so
+    assert fusion["first_stage"].startswith("hybrid:adaptive(")
+    assert served.first_stage == fusion["first_stage"]
 
 
 def test_mined_negatives_are_never_positives(mini_beir: Path) -> None:
