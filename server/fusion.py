@@ -142,7 +142,8 @@ class ChannelStats:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ChannelStats:
-        return cls(**{k: type(getattr(cls(), k))(v) for k, v in data.items() if k in asdict(cls())})
+        kinds = {k: type(v) for k, v in asdict(cls()).items()}
+        return cls(**{k: kinds[k](v) for k, v in data.items() if k in kinds})
 
 
 @dataclass(frozen=True)

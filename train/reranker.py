@@ -26,7 +26,7 @@ from twostage.train.evaluation import per_query_ndcg10, retrieval_figures
 from twostage.train.fusion import FusionFit, fit_dense_weight, fuse
 from twostage.train.losses import cross_encoder_loss
 from twostage.train.models import check_base, load_cross_encoder, resolve_base, save_checkpoint
-from twostage.train.negatives import bm25_top_k, dense_top_k, select_hard_negatives
+from twostage.train.negatives import bm25_top_k, select_hard_negatives
 from twostage.train.recipe import Recipe, hardware, scratch_dir, seed_everything, trainer_arguments
 from twostage.train.report import RunReport, say
 from twostage.train.retrieval import DenseRanking, dense_ranking, encode_corpus
@@ -219,10 +219,15 @@ def hybrid_ranking(
     own store and analyzer), every candidate with both scores, fused by the untuned default
     with its collection weight estimated from these queries. Returns the top ``keep`` by the
     fused score (as a ranking whose ``scores`` are that score) and the fusion's name."""
-    from twostage.server.fusion import DEFAULT_FIRST_STAGE, ChannelStats, channel_gap
+    from twostage.server.engine.search import union
+    from twostage.server.fusion import DEFAULT_FIRST_STAGE
     from twostage.server.store.collections import CollectionManager
 
     n = len(beir.corpus_ids)
+    index_of = {d: i for i, d in enumerate(beir.corpus_ids)}
+    fusion = DEFAULT_FIRST_STAGE
+    indices = np.zeros((len(query_ids), keep), dtype=np.int64)
+    fused_scores = np.zeros((len(query_ids), keep), dtype=np.float64)
     with tempfile.TemporaryDirectory() as tmp:
         manager = CollectionManager(tmp)
         try:
@@ -234,36 +239,22 @@ def hybrid_ranking(
                     None,
                     corpus_embeddings[s : s + 2000],
                 )
-            label_of = {d.id: d.label for d in c.get(beir.corpus_ids) if d is not None}
-            channels = [c.lexical_channel(beir.queries[q], depth) for q in query_ids]
+            found = []
+            for q, vector in zip(query_ids, query_embeddings, strict=True):
+                dense_hits = c.search(vector, depth)
+                channel = c.lexical_channel(beir.queries[q], depth)
+                c.record_channel_gaps(
+                    [h.score for h in channel.hits], [h.score for h in dense_hits]
+                )
+                found.append(union(c, vector, dense_hits, channel))
+            stats = c.channel_stats
         finally:
             manager.close_all(snapshot=False)
-    index_of = {d: i for i, d in enumerate(beir.corpus_ids)}
-    dense_idx, dense_scores = dense_top_k(query_embeddings, corpus_embeddings, depth)
-    stats = ChannelStats()
-    for channel, scores in zip(channels, dense_scores, strict=True):
-        stats.add(channel_gap([h.score for h in channel.hits]), channel_gap(scores))
-    fusion = DEFAULT_FIRST_STAGE
-    indices = np.zeros((len(query_ids), keep), dtype=np.int64)
-    fused_scores = np.zeros((len(query_ids), keep), dtype=np.float64)
-    for row, channel in enumerate(channels):
-        lexical_idx = [index_of[h.id] for h in channel.hits]
-        union = list(dict.fromkeys([*dense_idx[row].tolist(), *lexical_idx]))
-        dense = corpus_embeddings[union] @ query_embeddings[row]
-        by_label = channel.scores_of([label_of[beir.corpus_ids[i]] for i in union])
-        lexical = np.asarray([by_label[label_of[beir.corpus_ids[i]]] for i in union])
-        d_rank = {int(i): r + 1 for r, i in enumerate(dense_idx[row].tolist())}
-        l_rank = {i: r + 1 for r, i in enumerate(lexical_idx)}
-        score = fusion.scores(
-            dense.astype(np.float64),
-            lexical,
-            np.asarray([d_rank.get(i, 0) for i in union]),
-            np.asarray([l_rank.get(i, 0) for i in union]),
-            stats,
-        )
-        order = np.lexsort((np.arange(len(union)), -score))[:keep]
-        indices[row, : len(order)] = np.asarray(union)[order]
-        fused_scores[row, : len(order)] = score[order]
+    for row, cand in enumerate(found):
+        score = fusion.scores(cand.dense, cand.lexical, cand.dense_ranks, cand.lexical_ranks, stats)
+        top = cand.order_by(score, keep)
+        indices[row, : len(top)] = [index_of[d] for d in top.ids]
+        fused_scores[row, : len(top)] = top.score
     name = f"hybrid:{fusion.name()} at dense_weight {fusion.weight(stats):g}"
     return DenseRanking(list(query_ids), indices, fused_scores), name
 

@@ -3,9 +3,10 @@ earns its cost, cut to top_k.
 
 First stage. ``dense`` embeds the query and asks the vector index; ``lexical`` asks the
 collection's BM25 (FTS5) table; ``hybrid`` runs both (the lexical query starts while the query is
-being embedded) and takes the union of their candidates. Every union member then gets both
-channels' scores (exact similarity from its stored embedding, BM25 restricted to the candidates),
-and the union is ranked by the fusion of :mod:`twostage.server.fusion` and cut to ``candidates``.
+being embedded) and takes the union of their candidates (:func:`union`). Every union member then
+gets both channels' scores (exact similarity from its stored embedding; its BM25 from the same
+FTS5 read that ranked the lexical channel), and the union is ranked by the fusion of
+:mod:`twostage.server.fusion` and cut to ``candidates``.
 
 Rerank. The cross-encoder scores the best ``depth`` candidates; their final order is
 ``w * z(logit) + (1 - w) * z(first-stage score)`` with ``w`` and ``depth`` from the collection's
@@ -20,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,7 @@ from twostage.server.engine.registry import ModelRegistry
 from twostage.server.errors import FailedPrecondition, InvalidArgument
 from twostage.server.fusion import DEFAULT_FIRST_STAGE, GAP_DEPTH, FirstStageFusion, fuse
 from twostage.server.store.collections import Collection, CollectionManager, LexicalChannel
+from twostage.server.store.collections import SearchHit as StoreHit
 
 RETRIEVALS = ("dense", "lexical", "hybrid")
 
@@ -87,10 +89,10 @@ class Candidates:
         )
 
     def order_by(self, score: np.ndarray, limit: int) -> Candidates:
-        """Sorted by ``score`` (best first; ties keep the current order), cut to ``limit``."""
-        self.score = np.asarray(score, dtype=np.float64)
-        order = np.lexsort((np.arange(len(self.ids)), -self.score))[:limit]
-        return self.take(order)
+        """A copy scored by ``score`` and sorted by it (best first; ties keep the current
+        order), cut to ``limit``."""
+        scored = replace(self, score=np.asarray(score, dtype=np.float64))
+        return scored.take(np.lexsort((np.arange(len(self.ids)), -scored.score))[:limit])
 
 
 @dataclass(frozen=True)
@@ -203,16 +205,12 @@ class Searcher:
                 "use retrieval DENSE",
                 field="retrieval",
             )
-        lexical_task: asyncio.Task[Any] | None = None
-        if retrieval == "lexical":
-            lexical_task = asyncio.create_task(
-                _timed(asyncio.to_thread(collection.lexical_search, query, lexical_k, filter))
-            )
-        elif retrieval == "hybrid":
+        lexical_task: asyncio.Task[tuple[LexicalChannel, int]] | None = None
+        if retrieval != "dense":
             lexical_task = asyncio.create_task(
                 _timed(asyncio.to_thread(collection.lexical_channel, query, lexical_k, filter))
             )
-        dense_hits: list[Any] = []
+        dense_hits: list[StoreHit] = []
         vector: np.ndarray | None = None
         try:
             if retrieval != "lexical":
@@ -227,70 +225,20 @@ class Searcher:
                 )
                 timings.index_ns += time.perf_counter_ns() - start
         finally:
-            lexical_hits: list[Any] = []
             channel: LexicalChannel | None = None
             if lexical_task is not None:
-                result, elapsed = await lexical_task
+                channel, elapsed = await lexical_task
                 timings.lexical_ns += elapsed
-                if isinstance(result, LexicalChannel):
-                    channel, lexical_hits = result, result.hits
-                else:
-                    lexical_hits = result
-        if retrieval == "hybrid" and dense_k >= GAP_DEPTH and lexical_k >= GAP_DEPTH:
+        if retrieval != "hybrid":
+            return union(collection, vector, dense_hits, channel, fill=False)
+        if dense_k >= GAP_DEPTH and lexical_k >= GAP_DEPTH and channel is not None:
             collection.record_channel_gaps(
-                [h.score for h in lexical_hits], [h.score for h in dense_hits]
+                [h.score for h in channel.hits], [h.score for h in dense_hits]
             )
-        return await self._union(collection, channel, vector, dense_hits, lexical_hits, timings)
-
-    async def _union(
-        self,
-        collection: Collection,
-        channel: LexicalChannel | None,
-        vector: np.ndarray | None,
-        dense_hits: Sequence[Any],
-        lexical_hits: Sequence[Any],
-        timings: Timings,
-    ) -> Candidates:
-        by_label: dict[int, int] = {}
-        ids: list[str] = []
-        texts: list[str] = []
-        metas: list[Mapping[str, str]] = []
-        labels: list[int] = []
-        dense: dict[int, float] = {}
-        lexical: dict[int, float] = {}
-        d_rank: dict[int, int] = {}
-        l_rank: dict[int, int] = {}
-        for hits, scores, ranks in ((dense_hits, dense, d_rank), (lexical_hits, lexical, l_rank)):
-            for rank, h in enumerate(hits, start=1):
-                scores[h.label] = h.score
-                ranks[h.label] = rank
-                if h.label not in by_label:
-                    by_label[h.label] = len(ids)
-                    ids.append(h.id)
-                    texts.append(h.text)
-                    metas.append(h.metadata)
-                    labels.append(h.label)
-        if channel is not None and dense_hits:
-            # the union: fill the score each channel did not return
-            missing_dense = [x for x in labels if x not in dense]
-            lexical.update(channel.scores_of([x for x in labels if x not in lexical]))
-            if missing_dense:
-                start = time.perf_counter_ns()
-                dense.update(
-                    await asyncio.to_thread(collection.dense_scores, vector, missing_dense)
-                )
-                timings.index_ns += time.perf_counter_ns() - start
-        floor = min(dense.values(), default=0.0)  # a document gone meanwhile ranks last
-        return Candidates(
-            ids,
-            texts,
-            metas,
-            np.asarray([dense.get(x, floor) for x in labels], dtype=np.float64),
-            np.asarray([lexical.get(x, 0.0) for x in labels], dtype=np.float64),
-            np.asarray([d_rank.get(x, 0) for x in labels], dtype=np.int64),
-            np.asarray([l_rank.get(x, 0) for x in labels], dtype=np.int64),
-            np.zeros(len(labels), dtype=np.float64),
-        )
+        start = time.perf_counter_ns()
+        found = await asyncio.to_thread(union, collection, vector, dense_hits, channel)
+        timings.index_ns += time.perf_counter_ns() - start
+        return found
 
     # -- the rerank stage -------------------------------------------------------------------------
 
@@ -390,6 +338,48 @@ class Searcher:
             more = _hits(tail, tail.score, None, top_k - len(hits), first_rank=len(hits) + 1)
             hits += more
         return SearchOutcome(hits, True, ranking, timings)
+
+
+def union(
+    collection: Collection,
+    vector: np.ndarray | None,
+    dense_hits: Sequence[StoreHit],
+    channel: LexicalChannel | None,
+    *,
+    fill: bool = True,
+) -> Candidates:
+    """Both channels' candidates, each once, with each channel's rank (0: it did not return
+    the candidate). With ``fill``, every candidate also gets the score its channel did not
+    return: exact similarity from its stored embedding, its BM25 from ``channel`` (0: no term
+    matches). Blocking (reads stored embeddings); unordered."""
+    lexical_hits = channel.hits if channel is not None else []
+    by_label: dict[int, StoreHit] = {}
+    dense: dict[int, float] = {}
+    lexical: dict[int, float] = {}
+    d_rank: dict[int, int] = {}
+    l_rank: dict[int, int] = {}
+    for hits, scores, ranks in ((dense_hits, dense, d_rank), (lexical_hits, lexical, l_rank)):
+        for rank, h in enumerate(hits, start=1):
+            scores[h.label] = h.score
+            ranks[h.label] = rank
+            by_label.setdefault(h.label, h)
+    labels = list(by_label)
+    if fill and channel is not None and dense_hits:
+        lexical.update(channel.scores_of([x for x in labels if x not in lexical]))
+        missing_dense = [x for x in labels if x not in dense]
+        if missing_dense:
+            dense.update(collection.dense_scores(vector, missing_dense))
+    floor = min(dense.values(), default=0.0)  # a document gone meanwhile ranks last
+    return Candidates(
+        [by_label[x].id for x in labels],
+        [by_label[x].text for x in labels],
+        [by_label[x].metadata for x in labels],
+        np.asarray([dense.get(x, floor) for x in labels], dtype=np.float64),
+        np.asarray([lexical.get(x, 0.0) for x in labels], dtype=np.float64),
+        np.asarray([d_rank.get(x, 0) for x in labels], dtype=np.int64),
+        np.asarray([l_rank.get(x, 0) for x in labels], dtype=np.int64),
+        np.zeros(len(labels), dtype=np.float64),
+    )
 
 
 def _hits(

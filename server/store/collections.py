@@ -91,7 +91,7 @@ class LexicalChannel(NamedTuple):
     """One query's lexical channel: its top hits, and BM25 of any other document."""
 
     hits: list[SearchHit]
-    labels: np.ndarray  # every matching label (up to the scan limit), sorted by label
+    labels: np.ndarray  # every matching label, sorted by label
     scores: np.ndarray  # their BM25, aligned with ``labels``
 
     def scores_of(self, labels: Sequence[int]) -> dict[int, float]:
@@ -499,12 +499,18 @@ class Collection:
                 )
                 if labels.size < min(k, len(allowed)):  # HNSW fell short: answer exactly
                     labels, scores = self._exact_search(query, k, wanted)
+        return self._hits(labels, scores, wanted)
+
+    def _hits(
+        self, labels: np.ndarray, scores: np.ndarray, wanted: Mapping[str, str]
+    ) -> list[SearchHit]:
+        """Ranked labels as hits with their documents, order kept. A document deleted or
+        changed (out of the filter) since the index answered is left out."""
         docs = self._store.get_by_labels(labels.tolist())
         hits = []
         for label, score in zip(labels.tolist(), scores.tolist(), strict=True):
             doc = docs.get(label)
-            # A document deleted or changed since the index answered is left out.
-            if doc is None or any(doc.metadata.get(k2) != v for k2, v in wanted.items()):
+            if doc is None or any(doc.metadata.get(k) != v for k, v in wanted.items()):
                 continue
             hits.append(SearchHit(doc.id, doc.text, doc.metadata, float(score), label))
         return hits
@@ -536,29 +542,14 @@ class Collection:
             )
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise InvalidArgument(f"k must be a positive integer; got {k!r}", field="k")
-        wanted = _check_metadata(filter, "filter", "filter")
-        match = self.analyzer.match(query)
-        self._check_open()
-        if match is None:
-            return []
-        return self._guard(lambda: self._lexical_search(match, k, wanted))
-
-    def _lexical_search(self, match: str, k: int, wanted: dict[str, str]) -> list[SearchHit]:
-        found = self._store.lexical_top(match, k, wanted)
-        docs = self._store.get_by_labels(found.labels.tolist())
-        hits = []
-        for label, score in zip(found.labels.tolist(), found.scores.tolist(), strict=True):
-            doc = docs.get(label)
-            if doc is None:
-                continue
-            hits.append(SearchHit(doc.id, doc.text, doc.metadata, float(score), label))
-        return hits
+        return self.lexical_channel(query, k, filter).hits
 
     def lexical_channel(
         self, query: str, k: int, filter: Mapping[str, str] | None = None
     ) -> LexicalChannel:
-        """The lexical channel for hybrid search: the top ``k`` hits (as :meth:`lexical_search`)
-        plus the BM25 of every matching document, from one FTS5 query."""
+        """The lexical channel: the top ``k`` hits by BM25 (best first, ties by label) plus the
+        BM25 of every matching document, from one FTS5 query (``[]`` hits when no query term
+        survives analysis or the collection has no lexical channel)."""
         empty = np.empty(0, dtype=np.int64)
         if not self.analyzer.enabled:
             return LexicalChannel([], empty, np.empty(0))
@@ -572,24 +563,9 @@ class Collection:
         head = np.argpartition(-found.scores, k - 1)[:k] if k < n else np.arange(n)
         # best first; ties by label, so the order does not depend on FTS5's row order
         head = head[np.lexsort((found.labels[head], -found.scores[head]))]
-        top = found.labels[head]
-        docs = self._guard(lambda: self._store.get_by_labels(top.tolist()))
-        hits = []
-        for label, score in zip(top.tolist(), found.scores[head].tolist(), strict=True):
-            doc = docs.get(label)
-            if doc is not None:
-                hits.append(SearchHit(doc.id, doc.text, doc.metadata, float(score), label))
+        hits = self._guard(lambda: self._hits(found.labels[head], found.scores[head], wanted))
         order = np.argsort(found.labels, kind="stable")
         return LexicalChannel(hits, found.labels[order], found.scores[order])
-
-    def lexical_scores(self, query: str, labels: Sequence[int]) -> dict[int, float]:
-        """BM25 of the given documents for ``query``; 0 for those matching no term."""
-        match = self.analyzer.match(query) if self.analyzer.enabled else None
-        if match is None or not labels:
-            return {int(x): 0.0 for x in labels}
-        self._check_open()
-        found = self._guard(lambda: self._store.lexical_scores(match, labels))
-        return {int(x): found.get(int(x), 0.0) for x in labels}
 
     def dense_scores(self, vector: Any, labels: Sequence[int]) -> dict[int, float]:
         """Exact similarity of the given documents to ``vector`` (the index's convention), from

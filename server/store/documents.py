@@ -495,15 +495,6 @@ class DocumentStore:
                 raise
         return done
 
-    def lexical_top(
-        self, match: str, k: int, filter: Mapping[str, str] | None = None
-    ) -> LexicalHits:
-        """The ``k`` best live documents for an FTS5 MATCH expression by BM25, best first;
-        ``filter`` keeps documents whose metadata has every (key, value)."""
-        sql, params = _lexical_query(match, filter)
-        rows = self._reader().execute(sql + " ORDER BY rank LIMIT ?", [*params, int(k)]).fetchall()
-        return _lexical_hits(rows)
-
     def lexical_matches(self, match: str, filter: Mapping[str, str] | None = None) -> LexicalHits:
         """Every live document matching a term with its BM25, in no order. FTS5 scores every
         match to rank a top-k anyway; returning them all unsorted costs about the same as the
@@ -511,21 +502,6 @@ class DocumentStore:
         other channel's candidates at once. Its cost grows with the matches (bench/)."""
         sql, params = _lexical_query(match, filter)
         return _lexical_hits(self._reader().execute(sql, params).fetchall())
-
-    def lexical_scores(self, match: str, labels: Sequence[int]) -> dict[int, float]:
-        """BM25 of ``labels`` for the MATCH expression (labels matching no term are absent:
-        their BM25 is 0)."""
-        conn = self._reader()
-        out: dict[int, float] = {}
-        wanted = [int(x) for x in labels]
-        for part in _chunks(wanted):
-            for label, score in conn.execute(
-                "SELECT rowid, -bm25(lexical) FROM lexical WHERE lexical MATCH ? "
-                f"AND rowid IN ({_marks(len(part))})",
-                [match, *part],
-            ):
-                out[int(label)] = float(score)
-        return out
 
     def embeddings_of(self, labels: Sequence[int]) -> dict[int, np.ndarray]:
         """Stored embeddings of live ``labels`` (exact dense scores for lexical candidates)."""

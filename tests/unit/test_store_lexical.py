@@ -153,7 +153,7 @@ def test_scores_for_given_documents_match_the_search(manager, corpus) -> None:
     c = _fill(manager, corpus[:200])
     hits = c.lexical_search("vitamin D deficiency", 20)
     labels = [h.label for h in hits] + [999_999]
-    scores = c.lexical_scores("vitamin D deficiency", labels)
+    scores = c.lexical_channel("vitamin D deficiency", 5).scores_of(labels)
     assert all(abs(scores[h.label] - h.score) < 1e-9 for h in hits)
     assert scores[999_999] == 0.0
 
