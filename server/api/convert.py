@@ -6,21 +6,18 @@ Every check names the field and the limit, so a client sees e.g.
 
 from __future__ import annotations
 
-import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
 from twostage.protos.twostage.v1 import twostage_pb2 as pb
+from twostage.server import limits
 from twostage.server.config import ServerConfig
 from twostage.server.engine.models import Timings
 from twostage.server.engine.tuning import LabeledQuery
 from twostage.server.errors import InvalidArgument
 from twostage.server.fusion import DEFAULT_RRF_K, FirstStageFusion
-
-COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-MAX_ID_CHARS = 512
 
 INPUT_TYPES = {
     pb.INPUT_TYPE_UNSPECIFIED: None,
@@ -118,10 +115,9 @@ def query(value: str, cfg: ServerConfig, field: str = "query") -> str:
 def collection_name(value: str, field: str = "collection") -> str:
     if not value:
         raise InvalidArgument(f"{field}: a collection name is required", field=field)
-    if not COLLECTION_NAME.match(value):
+    if not limits.valid_name(value):
         raise InvalidArgument(
-            f"{field}: {value[:80]!r} is not a valid collection name (1-64 characters: letters, "
-            "digits, '_', '-', '.'; starting with a letter or digit)",
+            f"{field}: {value[:80]!r} is not a valid collection name ({limits.NAME_RULE})",
             field=field,
         )
     return value
@@ -136,19 +132,28 @@ def ids(values: Iterable[str], cfg: ServerConfig, field: str = "ids") -> list[st
             f"{field}: {len(out)} given, the limit is {cfg.max_documents_per_upsert}", field=field
         )
     for i, value in enumerate(out):
-        if not value or len(value) > MAX_ID_CHARS:
+        if not value or len(value) > limits.MAX_ID_CHARS or "\x00" in value:
             raise InvalidArgument(
-                f"{field}[{i}]: ids must be 1-{MAX_ID_CHARS} characters", field=field
+                f"{field}[{i}]: ids must be 1-{limits.MAX_ID_CHARS} characters without NUL",
+                field=field,
             )
     return out
 
 
 def filter_map(values: Mapping[str, str]) -> dict[str, str] | None:
     out = dict(values)
-    for key in out:
-        if not key:
-            raise InvalidArgument("filter: keys must not be empty", field="filter")
+    problem = limits.filter_problem(out)
+    if problem is not None:
+        raise InvalidArgument(f"filter: {problem}", field="filter")
     return out or None
+
+
+def document_metadata(values: Sequence[Mapping[str, str]], field: str = "documents") -> None:
+    """Each document's metadata within the limits (checked before any text is embedded)."""
+    for i, value in enumerate(values):
+        problem = limits.metadata_problem(dict(value))
+        if problem is not None:
+            raise InvalidArgument(f"{field}[{i}].metadata: {problem}", field=field)
 
 
 def search_depth(top_k: int, candidates: int, ef: int, cfg: ServerConfig) -> tuple[int, int, int]:
@@ -176,6 +181,10 @@ def enum_value(value: int, table: Mapping[int, object], field: str) -> object:
     if value not in table:
         raise InvalidArgument(f"{field}: unknown value {value}", field=field)
     return table[value]
+
+
+def input_type(value: int) -> str | None:
+    return enum_value(value, INPUT_TYPES, "input_type")  # type: ignore[return-value]
 
 
 def retrieval(value: int) -> str | None:
@@ -221,23 +230,20 @@ def channel_depths(request: pb.SearchRequest, candidates: int, cfg: ServerConfig
         )
 
 
-MAX_TUNE_QUERIES = 10_000
-
-
 def labeled_queries(values: Sequence[pb.LabeledQuery], cfg: ServerConfig) -> list[LabeledQuery]:
     """Tune's labelled queries: each a valid query with at least one relevant id."""
-    if len(values) > MAX_TUNE_QUERIES:
+    if len(values) > limits.MAX_TUNE_QUERIES:
         raise InvalidArgument(
-            f"queries: {len(values)} given, the limit is {MAX_TUNE_QUERIES}", field="queries"
+            f"queries: {len(values)} given, the limit is {limits.MAX_TUNE_QUERIES}", field="queries"
         )
     out = []
     for i, q in enumerate(values):
         text = query(q.query, cfg, field=f"queries[{i}].query")
         relevant = dict(q.relevant)
         for doc, grade in relevant.items():
-            if not doc or len(doc) > MAX_ID_CHARS or not np.isfinite(grade):
+            if not doc or len(doc) > limits.MAX_ID_CHARS or not np.isfinite(grade):
                 raise InvalidArgument(
-                    f"queries[{i}].relevant: ids must be 1-{MAX_ID_CHARS} characters with "
+                    f"queries[{i}].relevant: ids must be 1-{limits.MAX_ID_CHARS} characters with "
                     "finite grades",
                     field="queries",
                 )

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import grpc
 import numpy as np
+from google.protobuf.message import DecodeError
 
 from twostage import __version__
 from twostage.protos.twostage.v1 import twostage_pb2 as pb
@@ -74,6 +75,8 @@ def _handler(
             code = grpc.StatusCode.OK
             state.metrics.inflight.inc()
             try:
+                if isinstance(request, Unparsable):
+                    raise InvalidArgument(request.message, field="request")
                 state.require_ready()
                 with state.admission.try_acquire():
                     remaining = context.time_remaining()
@@ -118,7 +121,7 @@ class InferenceServicer(_Base, pb_grpc.InferenceServicer):
         timings = Timings()
         vectors = await embedder.embed(
             texts,
-            input_type=convert.INPUT_TYPES.get(request.input_type),
+            input_type=convert.input_type(request.input_type),
             deadline=deadline,
             timings=timings,
         )
@@ -271,6 +274,7 @@ class CollectionsServicer(_Base, pb_grpc.CollectionsServicer):
             field="documents.text",
             limit=cfg.max_documents_per_upsert,
         )
+        convert.document_metadata([d.metadata for d in request.documents])
         docs = [NewDocument(d.id, d.text, dict(d.metadata)) for d in request.documents]
         assert self.state.ingestor is not None
         count, seq, timings = await self.state.ingestor.upsert(name, docs, deadline=deadline)
@@ -435,8 +439,50 @@ SERVICE_NAMES = tuple(
 )
 
 
+@dataclass(frozen=True)
+class Unparsable:
+    """What a request that does not parse becomes; ``_handler`` refuses it (INVALID_ARGUMENT)."""
+
+    message: str
+
+
+def _parser(message_class: Any) -> Callable[[bytes], Any]:
+    """``message_class.FromString`` that turns a parse error into :class:`Unparsable`.
+
+    grpcio answers a deserializer's exception with UNKNOWN and the library's exception text;
+    invalid UTF-8 in a string field or a corrupt wire format is the caller's error instead.
+    """
+
+    def parse(data: bytes) -> Any:
+        try:
+            return message_class.FromString(data)
+        except DecodeError:
+            return Unparsable(
+                f"request: not a valid {message_class.DESCRIPTOR.name} (corrupt protobuf "
+                "wire format or invalid UTF-8 in a string field)"
+            )
+
+    return parse
+
+
 def add_servicers(server: grpc.aio.Server, state: ServingState) -> None:
-    pb_grpc.add_InferenceServicer_to_server(InferenceServicer(state), server)
-    pb_grpc.add_CollectionsServicer_to_server(CollectionsServicer(state), server)
-    pb_grpc.add_SearchServicer_to_server(SearchServicer(state), server)
-    pb_grpc.add_InfoServicer_to_server(InfoServicer(state), server)
+    """Register every service of the proto with the parse-safe request deserializers."""
+    for servicer in (
+        InferenceServicer(state),
+        CollectionsServicer(state),
+        SearchServicer(state),
+        InfoServicer(state),
+    ):
+        service = pb.DESCRIPTOR.services_by_name[type(servicer).__name__.removesuffix("Servicer")]
+        handlers = {
+            m.name: grpc.unary_unary_rpc_method_handler(
+                getattr(servicer, m.name),
+                request_deserializer=_parser(getattr(pb, m.input_type.name)),
+                response_serializer=getattr(pb, m.output_type.name).SerializeToString,
+            )
+            for m in service.methods
+        }
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(service.full_name, handlers),)
+        )
+        server.add_registered_method_handlers(service.full_name, handlers)

@@ -23,7 +23,6 @@ import fcntl
 import json
 import logging
 import os
-import re
 import shutil
 import sqlite3
 import threading
@@ -45,6 +44,7 @@ from twostage.server.errors import (
     Unavailable,
 )
 from twostage.server.fusion import GAP_DEPTH, ChannelStats, channel_gap
+from twostage.server.limits import NAME_RULE, filter_problem, metadata_problem, valid_name
 from twostage.server.store.documents import Document, DocumentStore
 from twostage.server.store.lexical import ANALYZERS, DEFAULT_ANALYZER, Analyzer
 from twostage.server.store.recovery import (
@@ -71,7 +71,6 @@ from twostage.server.store.vector_index import (
 
 log = logging.getLogger(__name__)
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 CONFIG_FILE = "collection.json"
 STATS_FILE = "channel_stats.json"
 DOCUMENTS_FILE = "documents.sqlite"
@@ -154,11 +153,9 @@ class CollectionConfig:
 
 
 def validate_name(name: object) -> str:
-    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+    if not isinstance(name, str) or not valid_name(name):
         raise InvalidArgument(
-            f"collection name {name!r} must match {NAME_PATTERN.pattern} "
-            "(letters, digits, '_', '.', '-'; at most 64 characters)",
-            field="name",
+            f"collection name {str(name)[:80]!r} is not valid ({NAME_RULE})", field="name"
         )
     return name
 
@@ -199,6 +196,7 @@ def validate_config(config: CollectionConfig) -> None:
 
 
 def _check_metadata(metadata: object, where: str, field_name: str) -> dict[str, str]:
+    """A document's metadata or a filter as a dict, within the limits of ``limits.py``."""
     if metadata is None:
         return {}
     if not isinstance(metadata, Mapping):
@@ -206,10 +204,14 @@ def _check_metadata(metadata: object, where: str, field_name: str) -> dict[str, 
     for key, value in metadata.items():
         if not isinstance(key, str) or not key or not isinstance(value, str):
             raise InvalidArgument(
-                f"{where} must map non-empty strings to strings; got {key!r}: {value!r}",
+                f"{where} must map non-empty strings to strings; got {key!r:.60}: {value!r:.60}",
                 field=field_name,
             )
-    return dict(metadata)
+    out = dict(metadata)
+    problem = filter_problem(out) if field_name == "filter" else metadata_problem(out)
+    if problem is not None:
+        raise InvalidArgument(f"{where}: {problem}", field=field_name)
+    return out
 
 
 class Collection:

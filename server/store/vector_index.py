@@ -275,7 +275,97 @@ def _check_hnsw_header(path: Path, dim: int) -> dict[str, int]:
         "max_elements": max_elements,
         "M": m,
         "ef_construction": ef_construction,
+        "per_element": per_element,
+        "max_level": _max_level,
+        "entry": _entry,
+        "max_m": max_m,
+        "max_m0": max_m0,
     }
+
+
+def _check_hnsw_graph(path: Path, header: dict[str, int], dim: int) -> None:
+    """Check the graph hnswlib is about to trust: every link names an element that exists on that
+    level, every count fits its list, the entry point sits on the top level, vectors are finite.
+
+    hnswlib follows links without bounds checks, so a garbled body whose recorded sha256 was made
+    to match would crash the process on the first search (and on every restart). Reads the file
+    once (level 0 vectorized in chunks, upper levels a list each); about as costly as the sha256.
+    """
+    count, per_element = header["count"], header["per_element"]
+    max_m, max_m0, max_level, entry = (
+        header["max_m"],
+        header["max_m0"],
+        header["max_level"],
+        header["entry"],
+    )
+    problems: list[str] = []
+    data = np.memmap(path, dtype=np.uint8, mode="r")
+    level0 = np.dtype(
+        {
+            "names": ["n", "links", "vector"],
+            "formats": ["<u2", ("<u4", (max_m0,)), ("<f4", (dim,))],
+            "offsets": [0, 4, 4 + 4 * max_m0],
+            "itemsize": per_element,
+        }
+    )
+    start = _HNSW_HEADER.size
+    columns = np.arange(max_m0)
+    for first in range(0, count, 65536):
+        n = min(65536, count - first)
+        block = np.frombuffer(data, level0, n, start + first * per_element)
+        sizes = block["n"].astype(np.int64)
+        if sizes.max(initial=0) > max_m0:
+            problems.append(f"a level-0 list holds more than {max_m0} links")
+            break
+        used = columns[None, :] < sizes[:, None]
+        if np.any(block["links"][used] >= count):
+            problems.append("a level-0 link names no element")
+            break
+        if not np.all(np.isfinite(block["vector"])):
+            problems.append("a stored vector is not finite")
+            break
+    levels = np.zeros(count, dtype=np.int64)
+    upper: list[tuple[int, int, int]] = []  # (element, list offset, levels)
+    list_bytes = 4 * max_m + 4
+    offset = start + count * per_element
+    size = data.size
+    read_u4 = struct.Struct("<I").unpack_from
+    raw = memoryview(data)
+    for element in range(count if not problems else 0):
+        if offset + 4 > size:
+            problems.append("truncated upper-level lists")
+            break
+        (nbytes,) = read_u4(raw, offset)
+        offset += 4
+        if nbytes:
+            if nbytes % list_bytes or offset + nbytes > size or nbytes // list_bytes > max_level:
+                problems.append(f"element {element}: bad upper-level list size {nbytes}")
+                break
+            levels[element] = nbytes // list_bytes
+            upper.append((element, offset, nbytes // list_bytes))
+            offset += nbytes
+    if not problems and offset != size:
+        problems.append(f"{size - offset} bytes after the last list")
+    if not problems and count:
+        if not 0 <= entry < count or levels[entry] != max_level or levels.max() != max_level:
+            problems.append(f"entry point {entry} is not on the top level {max_level}")
+    for element, at, n_levels in upper if not problems else []:
+        lists = np.frombuffer(data, "<u4", n_levels * (max_m + 1), at).reshape(n_levels, -1)
+        counts = lists[:, 0] & 0xFFFF
+        if np.any(counts > max_m):
+            problems.append(f"element {element}: an upper-level list holds more than {max_m}")
+            break
+        for level, (k, row) in enumerate(zip(counts, lists[:, 1:], strict=True), start=1):
+            links = row[:k]
+            if np.any(links >= count) or np.any(levels[links] < level):
+                problems.append(f"element {element}: a level-{level} link names no element there")
+                break
+        if problems:
+            break
+    raw.release()
+    del data
+    if problems:
+        raise CorruptIndex(f"index file {path.name}: {problems[0]}")
 
 
 class HnswIndex:
@@ -525,6 +615,7 @@ class HnswIndex:
         path = Path(path)
         _verify_file(path, info)
         header = _check_hnsw_header(path, dim)
+        _check_hnsw_graph(path, header, dim)
         if info is not None:
             for key, want in (("dim", dim), ("space", space), ("M", header["M"])):
                 if key in info and info[key] != want:

@@ -29,6 +29,7 @@ LAYERS = {
     f"{S}.metrics": 0,
     f"{S}.bundle": 0,
     f"{S}.fusion": 0,
+    f"{S}.limits": 0,
     f"{S}.runtime": 1,
     f"{S}.batching": 1,
     f"{S}.store": 1,

@@ -4,6 +4,7 @@ corrupt or missing index, a killed process): every acknowledged document comes b
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -87,11 +88,16 @@ def reopen(manager_dir: Path, name: str) -> tuple[CollectionManager, Collection]
 # -- validation ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["", ".hidden", "a/b", "x" * 65, "héllo", "-dash", "a b"])
+BAD_NAMES = ["", ".hidden", "a/b", "x" * 65, "héllo", "-dash", "a b", "ok\n", "ok\r", "a\\b"]
+BAD_NAMES += ["..", "a\x00b", "ok\n\n", "\nok", "../up"]
+
+
+@pytest.mark.parametrize("name", BAD_NAMES)
 def test_bad_collection_names_are_refused(manager: CollectionManager, name: str) -> None:
     with pytest.raises(InvalidArgument) as err:
         manager.create(name, 384)
     assert err.value.field == "name"
+    assert [p.name for p in manager.root.iterdir()] == []  # nothing made on disk
 
 
 @pytest.mark.parametrize(
@@ -415,6 +421,73 @@ def test_corrupt_or_missing_index_is_rebuilt(
         assert overlap >= 0.98
     finally:
         m2.close_all()
+
+
+_SEARCH_AFTER_REOPEN = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    from twostage.server.store.collections import CollectionManager
+    m = CollectionManager(sys.argv[1])
+    m.open_all()
+    c = m.get("c")
+    query = np.load(sys.argv[2])
+    print(c.recovery.source, c.count(), ",".join(h.id for h in c.search(query, 10)))
+    m.close_all(snapshot=False)
+    """
+)
+
+
+@pytest.mark.parametrize("where", ["level0_links", "upper_lists", "body"])
+def test_garbled_graph_with_matching_hash_is_rebuilt(
+    tmp_path: Path, corpus: Corpus, where: str
+) -> None:
+    """A snapshot whose body is garbled but whose recorded sha256 matches again (the checksum
+    cannot tell) must be refused before hnswlib follows a bad link: rebuilt, not a SIGSEGV."""
+    n = len(corpus.ids)
+    m = CollectionManager(tmp_path)
+    c = m.create("c", corpus.dim)
+    fill(c, corpus, range(n))
+    c.snapshot()
+    m.close_all(snapshot=False)
+    folder = tmp_path / "collections" / "c"
+    meta = json.loads((folder / SNAPSHOT_META).read_text())
+    index_file = folder / meta["file"]
+    data = bytearray(index_file.read_bytes())
+    header = 8 * 6 + 4 + 4 + 8 * 3 + 8 + 8
+    per_element = int(np.frombuffer(bytes(data[24:32]), "<u8")[0])
+    rng = np.random.default_rng(7)
+    if where == "level0_links":  # one neighbour id far out of range in every 10th element
+        for element in range(0, n, 10):
+            at = header + element * per_element + 4
+            data[at : at + 4] = (10**9 + element).to_bytes(4, "little")
+    elif where == "upper_lists":  # the upper-level lists' contents garbled, sizes kept
+        at = header + n * per_element
+        while at < len(data):
+            size = int.from_bytes(data[at : at + 4], "little")
+            at += 4
+            if size:
+                data[at + 4 : at + size] = rng.bytes(size - 4)
+                at += size
+    else:  # random bytes over the graph, the file size kept
+        data[header:] = rng.bytes(len(data) - header)
+    index_file.write_bytes(bytes(data))
+    meta["sha256"] = hashlib.sha256(bytes(data)).hexdigest()
+    (folder / SNAPSHOT_META).write_text(json.dumps(meta))
+    query = tmp_path / "q.npy"
+    np.save(query, corpus.queries[0])
+    proc = subprocess.run(
+        [sys.executable, "-c", _SEARCH_AFTER_REOPEN, str(tmp_path), str(query)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
+    source, count, ids = proc.stdout.split()
+    assert source == "rebuild" and int(count) == n
+    assert "rebuilding the index" in proc.stderr
+    exact = exact_ids(corpus, list(range(n)), corpus.queries[0])
+    assert len(set(ids.split(",")) & set(exact)) >= 9
 
 
 def test_failed_index_update_is_caught_up(
