@@ -21,6 +21,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from twostage.server.api.http import HttpServer
 from twostage.server.api.interceptors import BearerTokenInterceptor
 from twostage.server.api.servicers import SERVICE_NAMES, ServingState, add_servicers
 from twostage.server.batching import Admission
@@ -53,6 +54,7 @@ class App:
     _stopped: asyncio.Event = field(default_factory=asyncio.Event)
     _tokenize_pool: ThreadPoolExecutor | None = None
     _metrics_server: object | None = None
+    http: HttpServer | None = None
     _stopping: bool = False
     _background: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -65,7 +67,11 @@ class App:
                 "requests", max_requests=cfg.max_inflight_requests, metrics=self.metrics
             ),
         )
-        interceptors = [BearerTokenInterceptor(cfg.auth_token)] if cfg.auth_token else []
+        interceptors = (
+            [BearerTokenInterceptor(cfg.auth_token, auth_reads=cfg.auth_reads)]
+            if cfg.auth_token
+            else []
+        )
         self.server = grpc.aio.server(
             interceptors=interceptors,
             options=[
@@ -91,7 +97,13 @@ class App:
             self.port = self.server.add_insecure_port(cfg.listen)
         if self.port == 0:
             raise ConfigError(f"cannot listen on {cfg.listen} (address in use?)", field="listen")
+        if cfg.http_listen != "off":
+            # same loop, same state: HTTP calls go through the gRPC servicers and batchers
+            self.http = HttpServer(self.state, max_body_bytes=_MAX_MESSAGE)
+            self.http.bind()
         await self.server.start()
+        if self.http is not None:
+            self.http.start()
         self._start_metrics_http()
         log.info("listening on %s (port %d), loading models", cfg.listen, self.port)
         try:
@@ -212,8 +224,11 @@ class App:
             self.state.draining = True
         if self.health is not None:
             await self.health.enter_graceful_shutdown()
-        if self.server is not None:
-            await self.server.stop(grace)
+        if self.server is not None or self.http is not None:
+            await asyncio.gather(
+                *([self.server.stop(grace)] if self.server is not None else []),
+                *([self.http.stop()] if self.http is not None else []),
+            )
         for model in self.models:
             await model.stop(grace=0)
         if self.state is not None and self.state.collections is not None:
@@ -245,7 +260,8 @@ async def serve(cfg: ServerConfig, ready_file: Path | None = None) -> None:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, on_signal, sig.name)
     await app.start()
-    print(f"twostage serving on {cfg.host}:{app.port}", flush=True)
+    http = f"; HTTP on port {app.http.port}" if app.http is not None else ""
+    print(f"twostage serving on {cfg.host}:{app.port}{http}", flush=True)
     if ready_file is not None:
         ready_file.write_text(f"{app.port}\n", encoding="utf-8")
     await app.wait()

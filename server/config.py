@@ -73,6 +73,13 @@ class ServerConfig:
     reranker_train_data: Path | None = None
     # Optional bearer token required for writes and admin calls (Upsert, Delete, Create, Drop).
     auth_token: str = ""
+    # Require the token for reads too (Embed, Rerank, ScorePairs, Search, Get, List, Describe) on
+    # both transports: for a server reachable by more than its trusted callers. Health, GetInfo and
+    # metrics stay open.
+    auth_reads: bool = False
+    # HOST:PORT of the HTTP surface (OpenAI / Cohere / Jina / TEI shapes and every RPC as JSON),
+    # served in the same event loop and through the same engine as gRPC; "off" disables it.
+    http_listen: str = "127.0.0.1:8080"
     # Optional TLS: PEM certificate chain and key.
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -136,6 +143,15 @@ class ServerConfig:
             raise ConfigError("tokenizer_threads must be >= 0", field="tokenizer_threads")
         if self.max_wait_ms < 0 or self.grace_period < 0:
             raise ConfigError("max_wait_ms and grace_period must be >= 0")
+        if self.http_listen != "off":
+            head, sep, tail = self.http_listen.rpartition(":")
+            if not sep or not head or not tail.isdigit() or not 0 <= int(tail) <= 65535:
+                raise ConfigError(
+                    f"http_listen must be HOST:PORT or off, got {self.http_listen!r}",
+                    field="http_listen",
+                )
+        if self.auth_reads and not self.auth_token:
+            raise ConfigError("auth_reads needs an auth_token", field="auth_reads")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ConfigError("tls_cert and tls_key go together", field="tls_cert")
         names = [n for n, _ in self.models]

@@ -56,6 +56,17 @@ def register(subparsers: Any) -> None:
     a("--snapshot-every", type=int, help="write an index snapshot after this many writes")
     a("--grace-period", type=float, help="seconds in-flight calls get on SIGTERM (default 20)")
     a("--auth-token", help="bearer token required for writes and admin calls")
+    a(
+        "--auth-reads",
+        action="store_true",
+        default=None,
+        help="require the bearer token for reads too (Embed, Rerank, Search, ...), both transports",
+    )
+    a(
+        "--http-listen",
+        help="HOST:PORT for the HTTP APIs (OpenAI, Cohere, Jina, TEI, JSON RPCs) or off "
+        "(default 127.0.0.1:8080)",
+    )
     a("--tls-cert", type=Path, help="PEM certificate chain (with --tls-key)")
     a("--tls-key", type=Path, help="PEM private key")
     a(
@@ -93,6 +104,8 @@ _FLAG_FIELDS = (
     "snapshot_every",
     "grace_period",
     "auth_token",
+    "auth_reads",
+    "http_listen",
     "tls_cert",
     "tls_key",
     "reranker_train_data",

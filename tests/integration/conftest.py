@@ -39,6 +39,8 @@ class ServerProcess:
     metrics_port: int
     log_path: Path
     args: list[str] = field(default_factory=list)
+    # http://127.0.0.1:PORT of the HTTP surface (same process, same engine)
+    http_url: str = ""
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]
@@ -65,6 +67,7 @@ def start_server(
     data_dir = data_dir or tmp / "data"
     ready = tmp / f"ready-{time.monotonic_ns()}"
     metrics_port = free_port()
+    http_port = free_port()
     args = [
         sys.executable,
         "-m",
@@ -78,6 +81,8 @@ def start_server(
         str(data_dir),
         "--metrics-port",
         str(metrics_port),
+        "--http-listen",
+        f"127.0.0.1:{http_port}",
         "--intra-op-threads",
         "2",
         "--grace-period",
@@ -99,7 +104,15 @@ def start_server(
             raise RuntimeError(f"server did not start in {START_TIMEOUT}s:\n{log_path.read_text()}")
         time.sleep(0.05)
     port = int(ready.read_text().strip())
-    server = ServerProcess(proc, f"127.0.0.1:{port}", data_dir, metrics_port, log_path, args)
+    server = ServerProcess(
+        proc,
+        f"127.0.0.1:{port}",
+        data_dir,
+        metrics_port,
+        log_path,
+        args,
+        http_url=f"http://127.0.0.1:{http_port}",
+    )
     with grpc.insecure_channel(server.address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         status = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=10).status
