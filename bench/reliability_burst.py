@@ -44,6 +44,7 @@ from reliability_common import (
     Server,
     percentile_ms,
     rss_mb,
+    stop_on_sigterm,
 )
 
 from twostage.protos.twostage.v1 import twostage_pb2 as pb
@@ -285,6 +286,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=RESULTS / "reliability-burst-cpu.json")
     parser.add_argument("--keep", action="store_true", help="keep the server's scratch dir")
     args = parser.parse_args()
+    stop_on_sigterm()
 
     workloads = [w for w in args.workloads.split(",") if w]
     unknown = set(workloads) - set(WORKLOADS)

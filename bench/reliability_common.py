@@ -31,6 +31,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def stop_on_sigterm() -> None:
+    """SIGTERM ends the harness like Ctrl-C: ``finally`` blocks stop the server it started."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
 def rss_mb(pid: int) -> float | None:
     """Resident memory of ``pid`` (VmRSS of /proc/<pid>/status) in MB; None where unreadable."""
     try:
@@ -132,6 +137,9 @@ class Server:
         self.starts += 1
         log = (self.workdir / f"server-{self.starts}.log").open("wb")
         env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+        # gRPC only: the HTTP surface's fixed default port would collide with other servers.
+        # An env var, not a flag, so the harness also runs servers that predate the flag.
+        env.setdefault("TWOSTAGE_HTTP_LISTEN", "off")
         began = time.monotonic()
         self.proc = subprocess.Popen(
             self.args, cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT, env=env

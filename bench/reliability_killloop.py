@@ -34,7 +34,7 @@ from pathlib import Path
 
 import grpc
 from common import RESULTS, machine, markdown_table, now, scifact_passages
-from reliability_common import EMBEDDER, Server, percentile_ms
+from reliability_common import EMBEDDER, Server, percentile_ms, stop_on_sigterm
 
 from twostage.protos.twostage.v1 import twostage_pb2 as pb
 from twostage.protos.twostage.v1 import twostage_pb2_grpc as pb_grpc
@@ -157,10 +157,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--writers", type=int, default=4, help="concurrent upsert clients")
-    parser.add_argument("--batch", type=int, default=32, help="documents per Upsert")
+    parser.add_argument("--batch", type=int, default=8, help="documents per Upsert")
     parser.add_argument("--snapshot-every", type=int, default=200, help="server flag")
-    parser.add_argument("--min-interval", type=float, default=0.5, help="s after SERVING")
-    parser.add_argument("--max-interval", type=float, default=4.0, help="s after SERVING")
+    parser.add_argument("--min-interval", type=float, default=1.0, help="s after SERVING")
+    parser.add_argument("--max-interval", type=float, default=5.0, help="s after SERVING")
     parser.add_argument("--sample-new", type=int, default=300, help="searched per restart")
     parser.add_argument("--sample-old", type=int, default=100, help="searched per restart")
     parser.add_argument("--top-k", type=int, default=10)
@@ -170,6 +170,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=RESULTS / "reliability-killloop-cpu.json")
     parser.add_argument("--keep", action="store_true", help="keep the server's scratch dir")
     args = parser.parse_args()
+    stop_on_sigterm()
 
     rng = random.Random(args.seed)
     texts = Texts(scifact_passages(None))
