@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import shutil
 import tempfile
@@ -297,6 +298,7 @@ def main() -> int:
         "wall_s": round(time.monotonic() - began, 1),
         "rounds": rounds,
     }
+    result["machine"]["load_at_end"] = os.getloadavg()[0]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     header = ["kills", "acknowledged", "lost", "searched", "unsearchable", "restart p50 / p99 s"]

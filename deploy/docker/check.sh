@@ -225,16 +225,17 @@ mkdir -p "$WHEEL_CACHE"
 "$PYTHON" "$HERE/runtime_requirements.py" "$REPO/pyproject.toml" --extra export >"$WORK/export.txt"
 "$PYTHON" "$HERE/runtime_requirements.py" "$REPO/pyproject.toml" --extra gpu >"$WORK/runtime.txt"
 # The set is fetched again only when the requirements change (a stamp of them sits in the cache).
-STAMP="$(cat "$WORK/export.txt" "$WORK/runtime.txt" <(echo "torch==$TORCH_VERSION") | sha256sum \
-    | cut -d' ' -f1)"
+STAMP="$(cat "$WORK/export.txt" "$WORK/runtime.txt" "$REPO/requirements.lock" \
+    <(echo "torch==$TORCH_VERSION") | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$WHEEL_CACHE/.stamp" 2>/dev/null)" = "$STAMP" ]; then
     say "wheels from cache: $WHEEL_CACHE (requirements unchanged)"
 else
     say "collecting wheels into $WHEEL_CACHE (torch==$TORCH_VERSION from where pip finds it here)"
     for requirements in "$WORK/export.txt" "$WORK/runtime.txt"; do
+        # The image installs with requirements.lock as constraints: fetch those very versions.
         if ! "$PYTHON" -m pip download --quiet --quiet --find-links "$WHEEL_CACHE" \
-            --dest "$WHEEL_CACHE" "torch==$TORCH_VERSION" "setuptools>=68" wheel \
-            -r "$requirements" >"$WORK/pip.log" 2>&1; then
+            --dest "$WHEEL_CACHE" -c "$REPO/requirements.lock" "torch==$TORCH_VERSION" \
+            "setuptools>=68" wheel -r "$requirements" >"$WORK/pip.log" 2>&1; then
             tail -n 20 "$WORK/pip.log" >&2
             die "pip could not collect the wheels of $(basename "$requirements") (above)"
         fi
