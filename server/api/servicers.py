@@ -23,6 +23,7 @@ from google.protobuf.message import DecodeError
 from twostage import __version__
 from twostage.protos.twostage.v1 import twostage_pb2 as pb
 from twostage.protos.twostage.v1 import twostage_pb2_grpc as pb_grpc
+from twostage.server import limits
 from twostage.server.api import convert
 from twostage.server.api.status import to_status
 from twostage.server.batching import Admission
@@ -34,6 +35,7 @@ from twostage.server.engine.search import Searcher, ranking_name
 from twostage.server.engine.tuning import Tuner
 from twostage.server.errors import InvalidArgument, Unavailable
 from twostage.server.metrics import Metrics
+from twostage.server.runtime.tokenizer import CHARS_PER_TOKEN
 from twostage.server.store.collections import Collection, CollectionManager
 
 Req = TypeVar("Req")
@@ -416,7 +418,7 @@ class InfoServicer(_Base, pb_grpc.InfoServicer):
                 if m.kind == "reranker":
                     info.ranking = ranking_name(model)
             models.append(info)
-        limits = pb.Limits(
+        shape = pb.Limits(
             max_texts_per_request=cfg.max_texts_per_request,
             max_documents_per_upsert=cfg.max_documents_per_upsert,
             max_top_k=cfg.max_top_k,
@@ -427,9 +429,17 @@ class InfoServicer(_Base, pb_grpc.InfoServicer):
             max_wait_ms=int(cfg.max_wait_ms),
             max_queue_tokens=cfg.queue_tokens,
             max_inflight_requests=cfg.max_inflight_requests,
+            max_filter_keys=limits.MAX_FILTER_KEYS,
+            max_metadata_keys=limits.MAX_METADATA_KEYS,
+            max_metadata_key_chars=limits.MAX_METADATA_KEY_CHARS,
+            max_metadata_value_bytes=limits.MAX_METADATA_VALUE_BYTES,
+            max_id_chars=limits.MAX_ID_CHARS,
+            max_tokenized_chars=max(
+                (m.runtime.manifest.max_length * CHARS_PER_TOKEN for m in self.registry), default=0
+            ),
         )
         return pb.GetInfoResponse(
-            version=__version__, models=models, limits=limits, device=cfg.device
+            version=__version__, models=models, limits=shape, device=cfg.device
         )
 
 

@@ -330,7 +330,7 @@ def _check_hnsw_graph(path: Path, header: dict[str, int], dim: int) -> None:
     offset = start + count * per_element
     size = data.size
     read_u4 = struct.Struct("<I").unpack_from
-    raw = memoryview(data)
+    raw = memoryview(data)  # type: ignore[arg-type]
     for element in range(count if not problems else 0):
         if offset + 4 > size:
             problems.append("truncated upper-level lists")
@@ -346,9 +346,9 @@ def _check_hnsw_graph(path: Path, header: dict[str, int], dim: int) -> None:
             offset += nbytes
     if not problems and offset != size:
         problems.append(f"{size - offset} bytes after the last list")
-    if not problems and count:
-        if not 0 <= entry < count or levels[entry] != max_level or levels.max() != max_level:
-            problems.append(f"entry point {entry} is not on the top level {max_level}")
+    on_top = count and 0 <= entry < count and levels[entry] == max_level == levels.max()
+    if not problems and count and not on_top:
+        problems.append(f"entry point {entry} is not on the top level {max_level}")
     for element, at, n_levels in upper if not problems else []:
         lists = np.frombuffer(data, "<u4", n_levels * (max_m + 1), at).reshape(n_levels, -1)
         counts = lists[:, 0] & 0xFFFF

@@ -12,7 +12,9 @@ from helpers import metric, vectors
 
 from twostage.protos.twostage.v1 import twostage_pb2 as pb
 from twostage.protos.twostage.v1 import twostage_pb2_grpc as pb_grpc
+from twostage.server import limits
 from twostage.server.runtime import load_runtime
+from twostage.server.runtime.tokenizer import CHARS_PER_TOKEN
 
 
 @pytest.fixture(scope="module")
@@ -121,6 +123,10 @@ def test_get_info_lists_models_and_limits(channel) -> None:
     assert kinds["classifier"].kind == pb.MODEL_KIND_CLASSIFIER
     assert list(kinds["classifier"].labels) == ["contradiction", "entailment", "neutral"]
     assert info.limits.max_texts_per_request > 0 and info.device == "cpu"
+    assert info.limits.max_filter_keys == limits.MAX_FILTER_KEYS
+    assert info.limits.max_metadata_value_bytes == limits.MAX_METADATA_VALUE_BYTES
+    longest = max(m.max_length for m in info.models)
+    assert info.limits.max_tokenized_chars == longest * CHARS_PER_TOKEN
 
 
 @pytest.mark.parametrize(

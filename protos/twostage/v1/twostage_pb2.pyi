@@ -537,7 +537,7 @@ class ModelInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[ModelKind, str]] = ..., source: _Optional[str] = ..., revision: _Optional[str] = ..., weights_sha256: _Optional[str] = ..., variant: _Optional[str] = ..., provider: _Optional[str] = ..., max_length: _Optional[int] = ..., dim: _Optional[int] = ..., pooling: _Optional[str] = ..., normalize: _Optional[bool] = ..., labels: _Optional[_Iterable[str]] = ..., activation: _Optional[str] = ..., ranking: _Optional[str] = ..., validation: _Optional[_Mapping[str, float]] = ..., is_default: _Optional[bool] = ...) -> None: ...
 
 class Limits(_message.Message):
-    __slots__ = ("max_texts_per_request", "max_documents_per_upsert", "max_top_k", "max_candidates", "max_text_chars", "max_batch_tokens", "max_batch_size", "max_wait_ms", "max_queue_tokens", "max_inflight_requests")
+    __slots__ = ("max_texts_per_request", "max_documents_per_upsert", "max_top_k", "max_candidates", "max_text_chars", "max_batch_tokens", "max_batch_size", "max_wait_ms", "max_queue_tokens", "max_inflight_requests", "max_filter_keys", "max_metadata_keys", "max_metadata_key_chars", "max_metadata_value_bytes", "max_id_chars", "max_tokenized_chars")
     MAX_TEXTS_PER_REQUEST_FIELD_NUMBER: _ClassVar[int]
     MAX_DOCUMENTS_PER_UPSERT_FIELD_NUMBER: _ClassVar[int]
     MAX_TOP_K_FIELD_NUMBER: _ClassVar[int]
@@ -548,6 +548,12 @@ class Limits(_message.Message):
     MAX_WAIT_MS_FIELD_NUMBER: _ClassVar[int]
     MAX_QUEUE_TOKENS_FIELD_NUMBER: _ClassVar[int]
     MAX_INFLIGHT_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    MAX_FILTER_KEYS_FIELD_NUMBER: _ClassVar[int]
+    MAX_METADATA_KEYS_FIELD_NUMBER: _ClassVar[int]
+    MAX_METADATA_KEY_CHARS_FIELD_NUMBER: _ClassVar[int]
+    MAX_METADATA_VALUE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_ID_CHARS_FIELD_NUMBER: _ClassVar[int]
+    MAX_TOKENIZED_CHARS_FIELD_NUMBER: _ClassVar[int]
     max_texts_per_request: int
     max_documents_per_upsert: int
     max_top_k: int
@@ -558,7 +564,13 @@ class Limits(_message.Message):
     max_wait_ms: int
     max_queue_tokens: int
     max_inflight_requests: int
-    def __init__(self, max_texts_per_request: _Optional[int] = ..., max_documents_per_upsert: _Optional[int] = ..., max_top_k: _Optional[int] = ..., max_candidates: _Optional[int] = ..., max_text_chars: _Optional[int] = ..., max_batch_tokens: _Optional[int] = ..., max_batch_size: _Optional[int] = ..., max_wait_ms: _Optional[int] = ..., max_queue_tokens: _Optional[int] = ..., max_inflight_requests: _Optional[int] = ...) -> None: ...
+    max_filter_keys: int
+    max_metadata_keys: int
+    max_metadata_key_chars: int
+    max_metadata_value_bytes: int
+    max_id_chars: int
+    max_tokenized_chars: int
+    def __init__(self, max_texts_per_request: _Optional[int] = ..., max_documents_per_upsert: _Optional[int] = ..., max_top_k: _Optional[int] = ..., max_candidates: _Optional[int] = ..., max_text_chars: _Optional[int] = ..., max_batch_tokens: _Optional[int] = ..., max_batch_size: _Optional[int] = ..., max_wait_ms: _Optional[int] = ..., max_queue_tokens: _Optional[int] = ..., max_inflight_requests: _Optional[int] = ..., max_filter_keys: _Optional[int] = ..., max_metadata_keys: _Optional[int] = ..., max_metadata_key_chars: _Optional[int] = ..., max_metadata_value_bytes: _Optional[int] = ..., max_id_chars: _Optional[int] = ..., max_tokenized_chars: _Optional[int] = ...) -> None: ...
 
 class GetInfoRequest(_message.Message):
     __slots__ = ()
