@@ -43,8 +43,10 @@ def _connection_options() -> argparse.ArgumentParser:
     g.add_argument("--root-certs", type=Path, help="PEM root certificates for TLS (implies --tls)")
     g.add_argument(
         "--token",
-        help="bearer token sent as 'authorization: Bearer ...' (env TWOSTAGE_AUTH_TOKEN)",
+        help="bearer token sent as 'authorization: Bearer ...'; prefer --token-file or env "
+        "TWOSTAGE_AUTH_TOKEN (arguments are visible in the process list)",
     )
+    g.add_argument("--token-file", type=Path, help="file holding the bearer token")
     return p
 
 
@@ -63,8 +65,20 @@ def _client_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "timeout": args.timeout,
         "tls": args.tls,
         "root_certificates": args.root_certs,
-        "token": args.token or os.environ.get("TWOSTAGE_AUTH_TOKEN") or None,
+        "token": args.token
+        or _token_file(args.token_file)
+        or os.environ.get("TWOSTAGE_AUTH_TOKEN")
+        or None,
     }
+
+
+def _token_file(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        return path.read_text(encoding="utf-8").strip() or None
+    except OSError as exc:
+        raise SystemExit(f"twostage: cannot read --token-file {path}: {exc}") from None
 
 
 def _client(args: argparse.Namespace) -> TwostageClient:

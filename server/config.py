@@ -72,7 +72,11 @@ class ServerConfig:
     # Where to train the offline default reranker from when its bundle is missing (BEIR folder).
     reranker_train_data: Path | None = None
     # Optional bearer token required for writes and admin calls (Upsert, Delete, Create, Drop).
+    # Give it by file (auth_token_file) or environment (TWOSTAGE_AUTH_TOKEN), never on the command
+    # line: every local user can read a process's arguments.
     auth_token: str = ""
+    # A file holding the bearer token (surrounding whitespace ignored); overrides auth_token.
+    auth_token_file: Path | None = None
     # Require the token for reads too (Embed, Rerank, ScorePairs, Search, Get, List, Describe) on
     # both transports: for a server reachable by more than its trusted callers. Health, GetInfo and
     # metrics stay open.
@@ -179,7 +183,7 @@ def _coerce(name: str, value: Any) -> Any:
             if isinstance(value, Mapping):
                 value = [f"{k}={v}" for k, v in value.items()]
             return tuple(parse_model_spec(v) for v in value)
-        if name in ("reranker_train_data", "tls_cert", "tls_key"):
+        if name in ("reranker_train_data", "tls_cert", "tls_key", "auth_token_file"):
             return Path(value) if value not in (None, "") else None
         if isinstance(default, bool):
             if isinstance(value, str):
@@ -235,4 +239,22 @@ def load_config(
         if name == "models" and not value:
             continue
         values[name] = _coerce(name, value)
+    token_file = values.get("auth_token_file")
+    if token_file is not None:
+        values["auth_token"] = read_token_file(token_file)
     return replace(ServerConfig(), **values).validate()
+
+
+def read_token_file(path: Path) -> str:
+    """The bearer token in ``path``: one line, surrounding whitespace dropped, not empty."""
+    try:
+        token = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"auth_token_file: cannot read {path}: {exc}", field="auth_token_file"
+        ) from None
+    if not token or any(c.isspace() for c in token):
+        raise ConfigError(
+            f"auth_token_file: {path} must hold one token without spaces", field="auth_token_file"
+        )
+    return token

@@ -55,7 +55,14 @@ def register(subparsers: Any) -> None:
     a("--max-documents-per-upsert", type=int, help="documents per Upsert call")
     a("--snapshot-every", type=int, help="write an index snapshot after this many writes")
     a("--grace-period", type=float, help="seconds in-flight calls get on SIGTERM (default 20)")
-    a("--auth-token", help="bearer token required for writes and admin calls")
+    a(
+        "--auth-token-file",
+        type=Path,
+        help="file holding the bearer token required for writes and admin calls (or set "
+        "TWOSTAGE_AUTH_TOKEN; a token is never taken on the command line, where every local "
+        "user can read it)",
+    )
+    a("--auth-token", help=argparse.SUPPRESS)  # refused in run(), with the reason
     a(
         "--auth-reads",
         action="store_true",
@@ -103,7 +110,7 @@ _FLAG_FIELDS = (
     "max_documents_per_upsert",
     "snapshot_every",
     "grace_period",
-    "auth_token",
+    "auth_token_file",
     "auth_reads",
     "http_listen",
     "tls_cert",
@@ -117,6 +124,13 @@ def run(args: argparse.Namespace) -> int:
     from twostage.server.errors import TwostageError
 
     logging.getLogger("twostage").setLevel(min(logging.getLogger().level, logging.INFO))
+    if getattr(args, "auth_token", None):
+        print(
+            "twostage serve: --auth-token is not accepted (every local user can read a process's "
+            "arguments); put the token in a file for --auth-token-file, or set TWOSTAGE_AUTH_TOKEN",
+            file=sys.stderr,
+        )
+        return 2
     try:
         flags = {name: getattr(args, name, None) for name in _FLAG_FIELDS}
         cfg = load_config(flags, toml_file=args.config)

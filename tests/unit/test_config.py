@@ -56,3 +56,29 @@ def test_secrets_are_redacted_and_gpu_defaults_differ() -> None:
     assert "s3cret" not in str(cfg.redacted())
     cuda = load_config({"device": "cuda"}, env={})
     assert cuda.batch_tokens > cfg.batch_tokens and cuda.batch_size > cfg.batch_size
+
+
+def test_the_token_comes_from_a_file_or_the_environment(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("  s3cret-from-file\n")
+    cfg = load_config({"auth_token_file": token_file}, env={"TWOSTAGE_AUTH_TOKEN": "from-env"})
+    assert cfg.auth_token == "s3cret-from-file"
+    assert "s3cret" not in str(cfg.redacted())
+    assert load_config({}, env={"TWOSTAGE_AUTH_TOKEN": "from-env"}).auth_token == "from-env"
+    env = {"TWOSTAGE_AUTH_TOKEN_FILE": str(token_file)}
+    assert load_config({}, env=env).auth_token == "s3cret-from-file"
+    for bad in ("", "two words", None):
+        path = tmp_path / "missing" if bad is None else tmp_path / "bad"
+        if bad is not None:
+            path.write_text(bad)
+        with pytest.raises(ConfigError) as err:
+            load_config({"auth_token_file": path}, env={})
+        assert err.value.field == "auth_token_file"
+
+
+def test_serve_refuses_a_token_on_the_command_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from twostage.cli import main
+
+    assert main(["serve", "--auth-token", "s3cret", "--prepare-only"]) == 2
+    err = capsys.readouterr().err
+    assert "--auth-token-file" in err and "TWOSTAGE_AUTH_TOKEN" in err and "s3cret" not in err
