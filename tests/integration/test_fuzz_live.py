@@ -64,8 +64,8 @@ METHOD_IDS = [m.name for m in METHODS]
 
 # Values that reach past the first checks: the seeded collection, the loaded model names.
 HINTS: dict[str, list[str]] = {
-    "collection": [COLLECTION, "fz-missing"],
-    "name": [COLLECTION, "fz-new", "fz-new\n", "fz/../x", "..", "fz\x00x", "x" * 65],
+    "collection": [COLLECTION, COLLECTION, COLLECTION, "fz-missing"],
+    "name": [COLLECTION, "fz-new", "fz-new\n", "fz-nl\n", "fz/../x", "..", "fz\x00x", "x" * 65],
     "model": ["", "embedder", "reranker", "classifier", "nope"],
     "reranker": ["", "reranker", "classifier", "embedder"],
     "embedder": ["", "embedder", "reranker"],
@@ -202,8 +202,10 @@ def message_strategy(
         for field in fields:
             # Plausible requests always name a target and carry inputs; knobs are set at random.
             essential = field.name in HINTS or field.name in INPUTS
-            if (is_wild or not essential) and not draw(st.booleans()):
+            if is_wild and not draw(st.booleans()):
                 continue
+            if not is_wild and not essential and draw(st.integers(0, 2)) > 0:
+                continue  # a plausible request sets one knob in three
             value = draw(_field(field, depth, is_wild))
             target = getattr(msg, field.name)
             if _is_map(field):
