@@ -24,7 +24,7 @@ from grpc_reflection.v1alpha import reflection
 from twostage.server.api.http import HttpServer
 from twostage.server.api.interceptors import BearerTokenInterceptor
 from twostage.server.api.servicers import SERVICE_NAMES, ServingState, add_servicers
-from twostage.server.batching import Admission
+from twostage.server.batching import Admission, DeadlineAdmission
 from twostage.server.config import ServerConfig
 from twostage.server.engine.ingest import Ingestor
 from twostage.server.engine.models import BatchingLimits, ServedModel, make_served_model
@@ -66,6 +66,7 @@ class App:
             admission=Admission(
                 "requests", max_requests=cfg.max_inflight_requests, metrics=self.metrics
             ),
+            deadlines=DeadlineAdmission(metrics=self.metrics),
         )
         interceptors = (
             [BearerTokenInterceptor(cfg.auth_token, auth_reads=cfg.auth_reads)]

@@ -26,7 +26,7 @@ from twostage.protos.twostage.v1 import twostage_pb2_grpc as pb_grpc
 from twostage.server import limits
 from twostage.server.api import convert
 from twostage.server.api.status import to_status
-from twostage.server.batching import Admission
+from twostage.server.batching import Admission, DeadlineAdmission, Ticket
 from twostage.server.config import ServerConfig
 from twostage.server.engine.ingest import Ingestor, NewDocument
 from twostage.server.engine.models import CrossEncoder, Embedder, Timings
@@ -49,6 +49,7 @@ class ServingState:
     cfg: ServerConfig
     metrics: Metrics
     admission: Admission
+    deadlines: DeadlineAdmission
     registry: ModelRegistry | None = None
     collections: CollectionManager | None = None
     searcher: Searcher | None = None
@@ -63,6 +64,17 @@ class ServingState:
             raise Unavailable("server is starting (models warming up); retry shortly")
 
 
+# Calls whose latency measures the service (see DeadlineAdmission): they ran, or waited it out.
+_MEASURED = (grpc.StatusCode.OK, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+def _kind(method: str, request: Any) -> str:
+    """The admission kind of a call: its method; a Search that asks for rerank apart."""
+    if method == "Search" and request.HasField("rerank") and request.rerank:
+        return "Search+rerank"
+    return method
+
+
 def _handler(
     method: str,
 ) -> Callable[
@@ -75,6 +87,7 @@ def _handler(
             state = self.state
             started = time.perf_counter()
             code = grpc.StatusCode.OK
+            ticket: Ticket | None = None
             state.metrics.inflight.inc()
             try:
                 if isinstance(request, Unparsable):
@@ -83,6 +96,7 @@ def _handler(
                 with state.admission.try_acquire():
                     remaining = context.time_remaining()
                     deadline = time.monotonic() + remaining if remaining is not None else None
+                    ticket = state.deadlines.admit(_kind(method, request), remaining)
                     return await fn(self, request, context, deadline)
             except asyncio.CancelledError:
                 code = grpc.StatusCode.CANCELLED
@@ -91,6 +105,8 @@ def _handler(
                 code, message = to_status(exc)
                 await context.abort(code, message)
             finally:
+                if ticket is not None:
+                    ticket.finish(measured=code in _MEASURED)
                 state.metrics.inflight.dec()
                 state.metrics.requests.labels(method, code.name).inc()
                 state.metrics.request_latency.labels(method).observe(time.perf_counter() - started)

@@ -29,6 +29,16 @@ _CODES: dict[type[errors.TwostageError], grpc.StatusCode] = {
 }
 
 INTERNAL_MESSAGE = "internal error; the server log has the details"
+# A message may quote the caller's input (a name, an id); a status message rides in HTTP/2
+# trailers, which peers refuse past a few KB, so a longer one would replace the real refusal.
+MAX_MESSAGE_CHARS = 512
+
+
+def clip(message: str) -> str:
+    """``message`` cut to :data:`MAX_MESSAGE_CHARS`, saying how long it was."""
+    if len(message) <= MAX_MESSAGE_CHARS:
+        return message
+    return f"{message[: MAX_MESSAGE_CHARS - 40]}... ({len(message)} characters, cut)"
 
 
 def to_status(exc: BaseException) -> tuple[grpc.StatusCode, str]:
@@ -40,6 +50,6 @@ def to_status(exc: BaseException) -> tuple[grpc.StatusCode, str]:
         for cls in type(exc).__mro__:
             code = _CODES.get(cls)  # type: ignore[arg-type]
             if code is not None:
-                return code, exc.message
+                return code, clip(exc.message)
     log.exception("unhandled error", exc_info=exc)
     return grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from twostage.server.batching import Admission
+from twostage.server.batching import Admission, DeadlineAdmission
 from twostage.server.errors import Overloaded
 from twostage.server.metrics import Metrics
 
@@ -95,3 +95,50 @@ def test_bad_limits_are_refused() -> None:
         Admission("x", max_tokens=0)
     with pytest.raises(ValueError, match="tokens must be >= 0"):
         Admission("x").try_acquire(-1)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_deadline_admission_refuses_what_the_backlog_cannot_finish_in_time() -> None:
+    clock = FakeClock()
+    metrics = Metrics()
+    gate = DeadlineAdmission(headroom=1.0, warmup=4, metrics=metrics, clock=clock)
+    # Measured service: one call alone takes 10 ms, so throughput is ~100 calls/s.
+    for _ in range(10):
+        ticket = gate.admit("Embed", remaining=1.0)
+        clock.now += 0.010
+        ticket.finish(measured=True)
+    assert gate.expected_wait("Embed") == pytest.approx(0.010)
+    held = [gate.admit("Embed", remaining=1.0) for _ in range(98)]  # 98 in flight: ~0.99 s
+    assert gate.expected_wait("Embed") == pytest.approx(0.99)
+    gate.admit("Embed", remaining=None).finish(measured=False)  # no deadline: not judged here
+    with pytest.raises(Overloaded, match="Embed call would wait"):
+        gate.admit("Embed", remaining=0.5)
+    assert metrics.rejected.labels("deadline")._value.get() == 1
+    gate.admit("Search", remaining=0.001).finish(measured=False)  # another kind: its own backlog
+    for ticket in held[:60]:
+        ticket.finish(measured=False)  # refusals or bad requests say nothing of the service
+    assert gate.expected_wait("Embed") == pytest.approx(0.39)
+    gate.admit("Embed", remaining=0.5).finish(measured=True)
+
+
+def test_deadline_admission_learns_the_throughput_of_a_busy_server() -> None:
+    """Batching: 50 calls finish together every 100 ms, so the rate is ~500/s, not 1/latency."""
+    clock = FakeClock()
+    gate = DeadlineAdmission(headroom=1.0, warmup=4, clock=clock)
+    waiting = [gate.admit("Search", remaining=10.0) for _ in range(50)]
+    for _ in range(40):
+        arrivals = [gate.admit("Search", remaining=10.0) for _ in range(50)]
+        clock.now += 0.1
+        for t in waiting:
+            t.finish(measured=True)
+        waiting = arrivals
+    assert 51 / gate.expected_wait("Search") == pytest.approx(500, rel=0.05)
+    with pytest.raises(ValueError):
+        DeadlineAdmission(headroom=0)
