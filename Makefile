@@ -86,6 +86,7 @@ reliability: install
 	$(BIN)/python bench/reliability_killloop.py
 	$(BIN)/python bench/reliability_burst.py
 	$(BIN)/python bench/reliability_fuzz.py --examples $(FUZZ_EXAMPLES)
+	$(BIN)/python bench/reliability_largest.py
 
 # Build Dockerfile.gpu for real with a private Docker engine and run the image on the CPU
 # (health probe + a real Embed call). Skips with a message where the engine cannot run.
