@@ -234,13 +234,14 @@ class CollectionsServicer(_Base, pb_grpc.CollectionsServicer):
         name = convert.collection_name(request.name, field="name")
         if request.space not in convert.SPACES:
             raise InvalidArgument(f"space: unknown value {request.space}", field="space")
-        if request.M and not 2 <= request.M <= 256:
-            raise InvalidArgument(f"M: {request.M} is outside 2..256", field="M")
-        if request.ef_construction and not 10 <= request.ef_construction <= 4096:
-            raise InvalidArgument(
-                f"ef_construction: {request.ef_construction} is outside 10..4096",
-                field="ef_construction",
-            )
+        for field, (low, high) in (
+            ("M", limits.M_RANGE),
+            ("ef_construction", limits.EF_CONSTRUCTION_RANGE),
+            ("ef", limits.EF_RANGE),
+        ):
+            value = getattr(request, field)
+            if value and not low <= value <= high:
+                raise InvalidArgument(f"{field}: {value} is outside {low}..{high}", field=field)
         analyzer = str(convert.enum_value(request.analyzer, convert.ANALYZERS, "analyzer"))
         embedder: Embedder = self.registry.embedder(request.embedder)
         collection = await asyncio.to_thread(

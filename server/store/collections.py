@@ -44,7 +44,15 @@ from twostage.server.errors import (
     Unavailable,
 )
 from twostage.server.fusion import GAP_DEPTH, ChannelStats, channel_gap
-from twostage.server.limits import NAME_RULE, filter_problem, metadata_problem, valid_name
+from twostage.server.limits import (
+    EF_CONSTRUCTION_RANGE,
+    EF_RANGE,
+    M_RANGE,
+    NAME_RULE,
+    filter_problem,
+    metadata_problem,
+    valid_name,
+)
 from twostage.server.store.documents import Document, DocumentStore
 from twostage.server.store.lexical import ANALYZERS, DEFAULT_ANALYZER, Analyzer
 from twostage.server.store.recovery import (
@@ -175,15 +183,16 @@ def validate_config(config: CollectionConfig) -> None:
         raise InvalidArgument(
             f"index must be one of {', '.join(INDEX_KINDS)}; got {config.index!r}", field="index"
         )
-    if not isinstance(config.M, int) or not 2 <= config.M <= 256:
-        raise InvalidArgument(f"M must be an integer in [2, 256]; got {config.M!r}", field="M")
-    if not isinstance(config.ef_construction, int) or not 1 <= config.ef_construction <= 10_000:
-        raise InvalidArgument(
-            f"ef_construction must be an integer in [1, 10000]; got {config.ef_construction!r}",
-            field="ef_construction",
-        )
-    if not isinstance(config.ef, int) or not 1 <= config.ef <= 10_000:
-        raise InvalidArgument(f"ef must be an integer in [1, 10000]; got {config.ef!r}", field="ef")
+    for name, (low, high) in (
+        ("M", M_RANGE),
+        ("ef_construction", EF_CONSTRUCTION_RANGE),
+        ("ef", EF_RANGE),
+    ):
+        value = getattr(config, name)
+        if not isinstance(value, int) or not low <= value <= high:
+            raise InvalidArgument(
+                f"{name} must be an integer in [{low}, {high}]; got {value!r}", field=name
+            )
     if not isinstance(config.embedder, dict):
         raise InvalidArgument("embedder must be a mapping", field="embedder")
     if config.analyzer not in ANALYZERS:
