@@ -11,6 +11,10 @@
 
 Each step runs as a ``twostage`` subprocess so its progress bars show and a failure is reported
 as the step's own one-line error.
+
+What was made is recorded in ``<models>/defaults.json`` (bundle folders by role), so a later
+``twostage serve`` with no flags serves the same bundles, the trained reranker included, without
+being told where its training data was.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ EMBEDDER_DIR = "all-MiniLM-L6-v2"
 HUB_RERANKER = "cross-encoder/ms-marco-MiniLM-L-6-v2"
 HUB_RERANKER_DIR = "ms-marco-MiniLM-L-6-v2"
 CACHE_FILE = ".default-reranker.json"
+DEFAULTS_FILE = "defaults.json"
 _PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -154,12 +159,64 @@ def ensure_default_bundles(
     retrain: bool = False,
     targets: tuple[str, ...] = ("cpu-int8",),
 ) -> list[tuple[str, Path]]:
-    """Make (or reuse) the default bundles; return ``[(name, path)]`` to serve."""
+    """Make (or reuse) the default bundles; return ``[(name, path)]`` to serve.
+
+    Without training data, a reranker recorded in ``defaults.json`` is served as it is (one that
+    is gone or has no manifest is an error naming it, never a silent downgrade to embed-only).
+    """
     models_dir = Path(models_dir)
     models_dir.mkdir(parents=True, exist_ok=True)
+    recorded = read_defaults(models_dir)
     models = [("embedder", ensure_embedder(models_dir, targets))]
     if with_reranker:
-        reranker = ensure_reranker(models_dir, reranker_train_data, targets, retrain)
+        if reranker_train_data is None and not retrain and "reranker" in recorded:
+            reranker: Path | None = _recorded_bundle(models_dir, recorded["reranker"], "reranker")
+        else:
+            reranker = ensure_reranker(models_dir, reranker_train_data, targets, retrain)
         if reranker is not None:
             models.append(("reranker", reranker))
+    if with_reranker or "reranker" not in recorded:
+        write_defaults(models_dir, models)
+    log.info(
+        "default bundles: %s",
+        ", ".join(f"{name}={path}" for name, path in models)
+        + f" (see {models_dir / DEFAULTS_FILE})",
+    )
     return models
+
+
+def read_defaults(models_dir: Path) -> dict[str, str]:
+    """Role -> bundle folder (relative to ``models_dir``) from ``defaults.json``; {} if none."""
+    path = Path(models_dir) / DEFAULTS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(
+            f"{path} cannot be read ({exc}); remove it or run `make models`"
+        ) from None
+    bundles = data.get("bundles") if isinstance(data, dict) else None
+    if not isinstance(bundles, dict) or not all(isinstance(v, str) for v in bundles.values()):
+        raise ConfigError(f"{path} has no bundles table; remove it or run `make models`")
+    return dict(bundles)
+
+
+def write_defaults(models_dir: Path, models: list[tuple[str, Path]]) -> None:
+    """Record the served default bundles (atomically: a crash leaves the old record)."""
+    path = Path(models_dir) / DEFAULTS_FILE
+    bundles = {name: os.path.relpath(bundle, models_dir) for name, bundle in models}
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({"bundles": bundles}, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _recorded_bundle(models_dir: Path, folder: str, role: str) -> Path:
+    path = Path(models_dir) / folder
+    if not (path / MANIFEST_FILE).is_file():
+        raise ConfigError(
+            f"the default {role} {path}, recorded in {Path(models_dir) / DEFAULTS_FILE}, has no "
+            f"{MANIFEST_FILE}: make it again (`make models`), or pass --model {role}=BUNDLE_DIR",
+            field="model",
+        )
+    return path
