@@ -20,76 +20,107 @@ DEFAULT_EMBEDDER = "embedder"
 DEFAULT_RERANKER = "reranker"
 
 
+def _opt(default: Any, help: str, *, flag: str | None = "", **argparse_kwargs: Any) -> Any:
+    """A setting: its default, and how ``twostage serve`` declares its flag (``flag=None``: no
+    flag; ``""``: ``--<name-with-dashes>``). Every setting also reads ``TWOSTAGE_<NAME>`` and the
+    TOML file, so a setting is declared here once."""
+    metadata = {"help": help, "flag": flag, "argparse": argparse_kwargs}
+    if isinstance(default, tuple | list | dict):
+        return field(default_factory=lambda: type(default)(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     """Everything ``twostage serve`` needs. Field docs say why each knob matters."""
 
-    # Where clients connect. 127.0.0.1 by default: exposing it is an explicit decision.
-    listen: str = "127.0.0.1:50051"
-    # Prometheus metrics HTTP port on the same host as `listen`; 0 disables it.
-    metrics_port: int = 9464
-    # Collections (SQLite + index snapshots) live here.
-    data_dir: Path = Path("data")
-    # Default bundles are looked up (and made, when missing) here.
-    models_dir: Path = Path("models")
-    # NAME=BUNDLE_DIR pairs; empty = the default bundles under models_dir.
-    models: tuple[tuple[str, Path], ...] = ()
-    # cpu (int8 variant) or cuda (fp16 variant, CUDA execution provider).
-    device: str = "cpu"
-    device_id: int = 0
-    # Force a precision variant (fp32 / int8 / fp16); empty = the device's default.
-    precision: str = ""
-    # ONNX Runtime intra-op threads per session; 0 = all CPUs this process may use.
-    intra_op_threads: int = 0
-    # Threads that tokenize off the event loop (Rust encode_batch releases the GIL); 0 = auto:
-    # 2 on CPU (the model needs the cores), up to 8 on CUDA (there tokenization is the bottleneck).
-    tokenizer_threads: int = 0
-    # Batching: a batch is cut at max_batch_tokens padded tokens or max_batch_size sequences;
-    # the worker waits at most max_wait_ms for more work once the first item is queued.
-    # 0 = the device's default (CPU: 8192 tokens / 64 seqs; CUDA: 65536 / 512).
-    max_batch_tokens: int = 0
-    max_batch_size: int = 0
-    max_wait_ms: float = 2.0
-    # Cap on a batch's padded / real tokens (CPU: padding is compute; 0 = device default:
-    # 1.2 on CPU, no cap on CUDA where a wider batch costs little).
-    max_padding_ratio: float = 0.0
-    # Queue limit per model in tokens: over it, RESOURCE_EXHAUSTED at once (memory stays bounded).
-    max_queue_tokens: int = 0
-    # In-flight RPC limit; over it, RESOURCE_EXHAUSTED at once.
-    max_inflight_requests: int = 256
-    # Request limits.
-    max_texts_per_request: int = 256
-    max_documents_per_upsert: int = 1000
-    max_text_chars: int = 100_000
-    max_top_k: int = 1000
-    max_candidates: int = 1000
-    default_candidates: int = 100
-    default_top_k: int = 10
-    # Write an index snapshot after this many writes (and at shutdown); replay covers the rest.
-    snapshot_every: int = 10_000
-    # Seconds in-flight calls get to finish on SIGTERM before the server stops.
-    grace_period: float = 20.0
-    # Where to train the offline default reranker from when its bundle is missing (BEIR folder).
-    reranker_train_data: Path | None = None
-    # Optional bearer token required for writes and admin calls (Upsert, Delete, Create, Drop).
-    # Give it by file (auth_token_file) or environment (TWOSTAGE_AUTH_TOKEN), never on the command
-    # line: every local user can read a process's arguments.
-    auth_token: str = ""
-    # A file holding the bearer token (surrounding whitespace ignored); overrides auth_token.
-    auth_token_file: Path | None = None
-    # Require the token for reads too (Embed, Rerank, ScorePairs, Search, Get, List, Describe) on
-    # both transports: for a server reachable by more than its trusted callers. Health, GetInfo and
-    # metrics stay open.
-    auth_reads: bool = False
-    # HOST:PORT of the HTTP surface (OpenAI / Cohere / Jina / TEI shapes and every RPC as JSON),
-    # served in the same event loop and through the same engine as gRPC; "off" disables it.
-    http_listen: str = "127.0.0.1:8080"
-    # Optional TLS: PEM certificate chain and key.
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-    # Skip the hash check of bundles at start (faster start for huge bundles; not recommended).
-    skip_bundle_verify: bool = False
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    listen: str = _opt(
+        "127.0.0.1:50051", "HOST:PORT to serve gRPC on; exposing it beyond localhost is a choice"
+    )
+    metrics_port: int = _opt(9464, "Prometheus metrics HTTP port on the listen host; 0 = off")
+    data_dir: Path = _opt(Path("data"), "collections (SQLite + index snapshots) live here")
+    models_dir: Path = _opt(
+        Path("models"), "default bundles are looked up (and made, when missing) here"
+    )
+    models: tuple[tuple[str, Path], ...] = _opt(
+        (),
+        "serve this bundle under NAME (repeatable); none = the default bundles",
+        flag="--model",
+        metavar="NAME=BUNDLE_DIR",
+        action="append",
+    )
+    device: str = _opt(
+        "cpu", "cpu runs the int8 variant, cuda the fp16 one", choices=("cpu", "cuda")
+    )
+    device_id: int = _opt(0, "CUDA device index")
+    precision: str = _opt(
+        "",
+        "force a bundle variant; empty = the device's default",
+        choices=("fp32", "int8", "fp16"),
+    )
+    intra_op_threads: int = _opt(
+        0, "ONNX Runtime threads per model; 0 = all CPUs this process may use"
+    )
+    tokenizer_threads: int = _opt(
+        0,
+        "threads that tokenize off the event loop; 0 = 2 on CPU (the model needs the cores), "
+        "up to 8 on CUDA (there tokenization is the bottleneck)",
+    )
+    max_batch_tokens: int = _opt(
+        0, "padded tokens per model batch; 0 = the device's default (CPU 8192, CUDA 65536)"
+    )
+    max_batch_size: int = _opt(
+        0, "sequences per model batch; 0 = the device's default (CPU 64, CUDA 512)"
+    )
+    max_wait_ms: float = _opt(2.0, "how long an idle model waits to fill a batch")
+    max_padding_ratio: float = _opt(
+        0.0,
+        "cap on a batch's padded / real tokens; 0 = the device's default (CPU 1.2: padding is "
+        "compute there; CUDA none)",
+    )
+    max_queue_tokens: int = _opt(
+        0, "queued tokens per model before RESOURCE_EXHAUSTED; 0 = 16 batches"
+    )
+    max_inflight_requests: int = _opt(256, "calls in flight before RESOURCE_EXHAUSTED")
+    max_texts_per_request: int = _opt(256, "texts per Embed, documents per Rerank")
+    max_documents_per_upsert: int = _opt(1000, "documents per Upsert call")
+    max_text_chars: int = _opt(100_000, "characters per text, query or document")
+    max_top_k: int = _opt(1000, "largest Search top_k")
+    max_candidates: int = _opt(1000, "largest Search candidates (per channel too)")
+    default_candidates: int = _opt(100, "Search candidates when a request gives none")
+    default_top_k: int = _opt(10, "Search top_k when a request gives none")
+    snapshot_every: int = _opt(
+        10_000, "write an index snapshot after this many writes (and at shutdown)"
+    )
+    grace_period: float = _opt(20.0, "seconds in-flight calls get to finish on SIGTERM")
+    reranker_train_data: Path | None = _opt(
+        None,
+        "BEIR folder (with qrels/train.tsv) to train the offline default reranker from when no "
+        "hub is reachable",
+    )
+    # The bearer token for writes and admin calls. No flag: every local user can read a
+    # process's arguments; give it by file (auth_token_file), environment or the TOML file.
+    auth_token: str = _opt("", "", flag=None)
+    auth_token_file: Path | None = _opt(
+        None,
+        "file holding the bearer token required for writes and admin calls (or set "
+        "TWOSTAGE_AUTH_TOKEN; a token is never taken on the command line)",
+    )
+    auth_reads: bool = _opt(
+        False,
+        "require the bearer token for reads too (Embed, Rerank, Search, ...), both transports; "
+        "health, GetInfo and metrics stay open",
+    )
+    http_listen: str = _opt(
+        "127.0.0.1:8080",
+        "HOST:PORT for the HTTP APIs (OpenAI, Cohere, Jina, TEI, every RPC as JSON), same "
+        "process and batches as gRPC; off = none",
+    )
+    tls_cert: Path | None = _opt(None, "PEM certificate chain (with --tls-key), both transports")
+    tls_key: Path | None = _opt(None, "PEM private key (with --tls-cert)")
+    skip_bundle_verify: bool = _opt(
+        False, "skip the bundles' hash check at start (faster for huge bundles; not recommended)"
+    )
 
     @property
     def host(self) -> str:
@@ -168,7 +199,7 @@ class ServerConfig:
         if data.get("auth_token"):
             data["auth_token"] = "***"
         data["models"] = [f"{n}={p}" for n, p in self.models]
-        return {k: (str(v) if isinstance(v, Path) else v) for k, v in data.items() if k != "extra"}
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in data.items()}
 
 
 _FIELD_TYPES = {f.name: f for f in fields(ServerConfig)}
@@ -231,7 +262,7 @@ def load_config(
             values[key] = _coerce(key, value)
     for name in _FIELD_TYPES:
         raw = env.get(ENV_PREFIX + name.upper())
-        if raw is not None and raw != "" and name != "extra":
+        if raw is not None and raw != "":
             values[name] = _coerce(name, raw)
     for name, value in (flags or {}).items():
         if value is None or name not in _FIELD_TYPES:

@@ -82,3 +82,63 @@ def test_serve_refuses_a_token_on_the_command_line(capsys: pytest.CaptureFixture
     assert main(["serve", "--auth-token", "s3cret", "--prepare-only"]) == 2
     err = capsys.readouterr().err
     assert "--auth-token-file" in err and "TWOSTAGE_AUTH_TOKEN" in err and "s3cret" not in err
+
+
+def _sample(name: str, default: object) -> tuple[str, object]:
+    """A non-default value for a setting: (as text for flag/env/TOML, as the config holds it)."""
+    if name == "models":
+        return "e=/b/e", (("e", Path("/b/e")),)
+    if name in ("device", "precision"):
+        return ("cuda", "cuda") if name == "device" else ("fp16", "fp16")
+    if name in ("listen", "http_listen"):
+        return "127.0.0.1:7", "127.0.0.1:7"
+    if isinstance(default, bool):
+        return "true", True
+    if isinstance(default, float):
+        return "3.5", 3.5
+    if isinstance(default, int):
+        return "7", 7
+    if name in ("auth_token", "auth_token_file"):
+        return "", None  # read from a file: checked in its own test
+    if default is None or isinstance(default, Path):
+        return "/x/y", Path("/x/y")
+    return "v", "v"
+
+
+NEEDED = {"TWOSTAGE_AUTH_TOKEN": "t", "TWOSTAGE_TLS_CERT": "/c", "TWOSTAGE_TLS_KEY": "/k"}
+
+
+def test_every_setting_has_a_flag_an_env_var_and_a_toml_key(tmp_path: Path) -> None:
+    """One declaration per setting: --help lists it, and flag, env and TOML all set it."""
+    import argparse
+    import dataclasses
+
+    from twostage.serve import register, setting_flags
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    serve = parser._subparsers._group_actions[0].choices["serve"]  # type: ignore[union-attr]
+    help_text = serve.format_help()
+    names = {f.name for f in dataclasses.fields(ServerConfig)}
+    assert set(setting_flags()) == names - {"auth_token"}
+    for f in dataclasses.fields(ServerConfig):
+        text, value = _sample(f.name, getattr(ServerConfig(), f.name))
+        if value is None:
+            continue
+        env_name = f"TWOSTAGE_{f.name.upper()}"
+        # what some settings need beside them (auth_reads a token, TLS a cert and a key)
+        base = {k: v for k, v in NEEDED.items() if k != env_name}
+        if f.name != "auth_token":
+            flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+            assert flag in help_text and env_name in help_text, f.name
+            argv = ["serve", flag] if isinstance(value, bool) else ["serve", flag, text]
+            args = parser.parse_args(argv)
+            flags = {f.name: getattr(args, f.name)}
+            assert getattr(load_config(flags, env=base), f.name) == value
+        assert getattr(load_config({}, env={**base, env_name: text}), f.name) == value, f.name
+        toml = tmp_path / f"{f.name}.toml"
+        quoted = text if isinstance(value, bool | int | float) else f'"{text}"'
+        if f.name == "models":
+            quoted = '["e=/b/e"]'
+        toml.write_text(f"[server]\n{f.name} = {quoted}\n")
+        assert getattr(load_config({}, env=base, toml_file=toml), f.name) == value, f.name
