@@ -7,7 +7,7 @@ every method has exactly one return type.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -319,10 +319,19 @@ class Limits:
     max_wait_ms: int = 0
     max_queue_tokens: int = 0
     max_inflight_requests: int = 0
+    max_filter_keys: int = 0
+    max_metadata_keys: int = 0
+    max_metadata_key_chars: int = 0
+    max_metadata_value_bytes: int = 0
+    max_id_chars: int = 0
+    max_tokenized_chars: int = 0
 
     @classmethod
     def from_proto(cls, lim: pb.Limits) -> Limits:
-        return cls(**{f.name: getattr(lim, f.name) for f in lim.DESCRIPTOR.fields})
+        known = {f.name for f in fields(cls)}
+        return cls(
+            **{f.name: getattr(lim, f.name) for f in lim.DESCRIPTOR.fields if f.name in known}
+        )
 
 
 @dataclass(frozen=True)

@@ -318,3 +318,16 @@ def test_clients_import_only_protos_grpc_numpy_and_client_tools() -> None:
                     or top in sys.stdlib_module_names
                     or name.startswith(("twostage.clients", "twostage.protos", "__future__"))
                 ), f"{path.name} imports {name}"
+
+
+def test_limits_carry_every_field_the_server_reports() -> None:
+    import dataclasses
+
+    from twostage.clients.results import Limits
+    from twostage.protos.twostage.v1 import twostage_pb2 as pb_
+
+    proto = {f.name for f in pb_.Limits.DESCRIPTOR.fields}
+    assert {f.name for f in dataclasses.fields(Limits)} == proto
+    reply = pb_.Limits(max_filter_keys=32, max_tokenized_chars=4096, max_top_k=1000)
+    got = Limits.from_proto(reply)
+    assert (got.max_filter_keys, got.max_tokenized_chars, got.max_top_k) == (32, 4096, 1000)
