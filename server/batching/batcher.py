@@ -7,16 +7,10 @@ thread, ``run`` executes the model in a dedicated single-thread executor (ONNX R
 GIL, so the event loop keeps serving), and the results are scattered back to the callers in their
 items' order.
 
-Packing (fairness first, then padding). The oldest live item always anchors the next batch, so no
-item waits behind more than the items older than it. The batch is then filled from the queue's
-length buckets with the item that adds the least padding (the nearest length below the batch's
-padded length costs ``padded - len``; a longer one costs ``(len - padded) * n``), oldest first
-within a length. Filling stops when the next item would make ``padded_len * n > max_batch_tokens``,
-when ``n == max_batch_size``, or (optional) when the batch's padded/real tokens would exceed
-``max_padding_ratio``. A single item longer than the budget still runs, alone. With a backlog
-the queue holds many items near any length, so batches are near-uniform (SciFact abstract and
-query lengths, 1,500 queued: padding ratio 1.03, against 1.49 packed in arrival order). With few
-items queued (64 closed-loop clients) a batch mixes lengths: 1.25 uncapped; that costs little
+Packing (fairness first, then least padding) is the queue's, in
+:mod:`~twostage.server.batching.queue`. With a backlog, batches are near-uniform (SciFact abstract
+and query lengths, 1,500 queued: padding ratio 1.03, against 1.49 packed in arrival order). With
+few items queued (64 closed-loop clients) a batch mixes lengths: 1.25 uncapped; that costs little
 where a run's fixed cost dominates (GPU), and ``max_padding_ratio=1.1`` brings it to 1.06 with
 smaller batches where compute is per token (CPU).
 
@@ -41,18 +35,17 @@ only for ``max_wait_ms``). All methods are called on the event loop that ran ``s
 from __future__ import annotations
 
 import asyncio
-import bisect
 import enum
 import functools
 import itertools
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from twostage.server.batching.queue import PendingQueue
 from twostage.server.errors import (
     DeadlineExceeded,
     InternalError,
@@ -133,105 +126,6 @@ class _Item:
         self.value = value
         self.length = length
         self.seq = seq
-
-
-class _PendingQueue:
-    """Waiting items, in arrival order and bucketed by exact length (sorted), O(1) removal."""
-
-    def __init__(self) -> None:
-        self._fifo: OrderedDict[int, _Item] = OrderedDict()
-        self._buckets: dict[int, OrderedDict[int, _Item]] = {}
-        self._lengths: list[int] = []  # sorted lengths of the non-empty buckets
-        self.tokens = 0
-
-    def __len__(self) -> int:
-        return len(self._fifo)
-
-    def push(self, item: _Item) -> None:
-        self._fifo[item.seq] = item
-        bucket = self._buckets.get(item.length)
-        if bucket is None:
-            bucket = self._buckets[item.length] = OrderedDict()
-            bisect.insort(self._lengths, item.length)
-        bucket[item.seq] = item
-        self.tokens += item.length
-
-    def discard(self, item: _Item) -> bool:
-        """Remove ``item`` if it is still queued; True if it was."""
-        if self._fifo.pop(item.seq, None) is None:
-            return False
-        bucket = self._buckets[item.length]
-        del bucket[item.seq]
-        if not bucket:
-            del self._buckets[item.length]
-            del self._lengths[bisect.bisect_left(self._lengths, item.length)]
-        self.tokens -= item.length
-        return True
-
-    def oldest(self) -> _Item:
-        return next(iter(self._fifo.values()))
-
-    def pack(
-        self,
-        max_tokens: int,
-        max_size: int,
-        max_ratio: float | None,
-        alive: Callable[[_Item], bool],
-    ) -> list[_Item]:
-        """Take one batch out of the queue: the oldest live item, then least-padding neighbours.
-
-        ``alive`` is asked about each item taken; a dead item is consumed and skipped.
-        """
-        batch: list[_Item] = []
-        while self._fifo and not batch:
-            item = self.oldest()
-            self.discard(item)
-            if alive(item):
-                batch.append(item)
-        if not batch:
-            return batch
-        padded = real = batch[0].length
-        lengths = self._lengths
-        while len(batch) < max_size and lengths:
-            n1 = len(batch) + 1
-            i = bisect.bisect_right(lengths, padded)  # lengths[:i] <= padded < lengths[i:]
-            best: int | None = None
-            best_waste = 0
-            if i > 0:
-                low, cost = lengths[i - 1], padded * n1
-                if cost <= max_tokens and (max_ratio is None or cost <= max_ratio * (real + low)):
-                    best, best_waste = low, padded - low
-            if i < len(lengths):
-                high = lengths[i]
-                cost, waste = high * n1, (high - padded) * (n1 - 1)
-                if (
-                    cost <= max_tokens
-                    and (max_ratio is None or cost <= max_ratio * (real + high))
-                    and (best is None or waste < best_waste)
-                ):
-                    best = high
-            if best is None:
-                break
-            # Drain that bucket while it fits: it stays the cheapest choice (its waste is fixed,
-            # a longer length only costs more as n grows), so no new search per item.
-            bucket = self._buckets[best]
-            while True:
-                item = next(iter(bucket.values()))
-                self.discard(item)
-                if alive(item):
-                    batch.append(item)
-                    padded = max(padded, best)
-                    real += best
-                n1 = len(batch) + 1
-                cost = padded * n1
-                if (
-                    not bucket
-                    or n1 > max_size
-                    or cost > max_tokens
-                    or (max_ratio is not None and cost > max_ratio * (real + best))
-                ):
-                    break
-        return batch
 
 
 class _Run:
@@ -318,7 +212,7 @@ class DynamicBatcher(Generic[T, P, R]):
         self._m_failures = m.batcher_failures
 
         self._state = _State.NEW
-        self._queue = _PendingQueue()
+        self._queue: PendingQueue[_Item] = PendingQueue()
         self._requests: set[_Request] = set()
         self._seq = itertools.count()
         self._expired = 0  # requests answered with DeadlineExceeded while queued
