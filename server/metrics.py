@@ -137,6 +137,8 @@ class Metrics:
 
     def padding_ratio(self, model: str) -> float:
         """Computed tokens / real tokens since start (1.0 = no padding waste)."""
-        real = self.real_tokens.labels(model)._value.get()
-        computed = self.computed_tokens.labels(model)._value.get()
-        return computed / real if real else 1.0
+        real = self.registry.get_sample_value("twostage_real_tokens_total", {"model": model})
+        computed = self.registry.get_sample_value(
+            "twostage_computed_tokens_total", {"model": model}
+        )
+        return float(computed or 0.0) / real if real else 1.0

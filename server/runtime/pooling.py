@@ -42,10 +42,3 @@ def activate(logits: np.ndarray, activation: str) -> np.ndarray:
     if activation == "identity":
         return x
     raise ValueError(f"unknown activation {activation!r}")
-
-
-def l2_normalize(vectors: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (zero rows stay zero)."""
-    v = np.asarray(vectors, dtype=np.float32)
-    norms = np.linalg.norm(v, axis=1, keepdims=True)
-    return v / np.maximum(norms, 1e-12)

@@ -128,9 +128,6 @@ class TextTokenizer:
                     out[i] = out[i][: e.offsets[-1][1]]
         return out
 
-    def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        return [len(e) for e in self.encode(texts)]
-
 
 def _to_encoded(encoding: object) -> Encoded:
     return Encoded(

@@ -480,18 +480,6 @@ class HnswIndex:
         except RuntimeError:
             return None
 
-    def vectors(self, labels: Sequence[int] | np.ndarray) -> np.ndarray:
-        """Stored vectors of live labels (normalised for cosine); KeyError names a missing one."""
-        arr = np.asarray(labels, dtype=np.int64).reshape(-1)
-        with self._lock.read():
-            out = np.empty((arr.shape[0], self.dim), dtype=np.float32)
-            for i, label in enumerate(arr.tolist()):
-                try:
-                    out[i] = self._index.get_items([label], return_type="numpy")[0]
-                except RuntimeError:
-                    raise KeyError(label) from None
-        return out
-
     # -- writes ------------------------------------------------------------------------------
 
     def set_ef(self, ef: int) -> None:
@@ -556,11 +544,6 @@ class HnswIndex:
         capacity = self.capacity
         if needed > capacity:
             self._index.resize_index(max(needed, int(capacity * _GROWTH), _MIN_CAPACITY))
-
-    def reserve(self, capacity: int) -> None:
-        """Grow to hold ``capacity`` vectors now (bulk loads avoid repeated resizes)."""
-        with self._lock.write():
-            self._reserve(int(capacity))
 
     def delete(self, labels: Sequence[int] | np.ndarray) -> int:
         labs = np.unique(np.asarray(labels, dtype=np.int64).reshape(-1))
