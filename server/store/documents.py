@@ -21,6 +21,7 @@ import json
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -101,6 +102,20 @@ class Deleted(NamedTuple):
     seq: int  # the batch's sequence number, or the current one when nothing was deleted
     labels: list[int]  # labels of the documents that were live and are now deleted
     missing: list[str]  # requested ids that were not live documents
+
+
+@contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction: BEGIN IMMEDIATE, COMMIT when the block ends, ROLLBACK when it
+    raises (anything, KeyboardInterrupt included: no half-written batch is ever committed)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
 
 
 def _lexical_query(match: str, filter: Mapping[str, str] | None) -> tuple[str, list[Any]]:
@@ -244,8 +259,7 @@ class DocumentStore:
                 )
                 for i in range(n)
             ]
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with _transaction(conn):
                 conn.executemany(
                     "INSERT INTO documents (id, text, metadata, embedding, seq, deleted) "
                     "VALUES (?, ?, ?, ?, ?, 0) ON CONFLICT (id) DO UPDATE SET "
@@ -269,11 +283,6 @@ class DocumentStore:
                         [(labels[i], lexical[i]) for i in range(n) if lexical[i]],
                     )
                 conn.execute("UPDATE state SET value = ? WHERE key = 'last_seq'", (seq,))
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
             self._last_seq = seq
         return Upserted(seq, np.asarray(labels, dtype=np.int64))
 
@@ -282,8 +291,7 @@ class DocumentStore:
         wanted = list(dict.fromkeys(ids))
         with self._write_lock:
             conn = self._writer_conn()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with _transaction(conn):
                 found: dict[str, int] = {}
                 for part in _chunks(wanted):
                     found.update(
@@ -293,8 +301,7 @@ class DocumentStore:
                             list(part),
                         ).fetchall()
                     )
-                if not found:
-                    conn.execute("ROLLBACK")
+                if not found:  # nothing written: the empty transaction commits
                     return Deleted(self._last_seq, [], wanted)
                 seq = self._last_seq + 1
                 labels = [int(found[i]) for i in wanted if i in found]
@@ -306,11 +313,6 @@ class DocumentStore:
                 conn.executemany("DELETE FROM metadata WHERE label = ?", [(x,) for x in labels])
                 conn.executemany("DELETE FROM lexical WHERE rowid = ?", [(x,) for x in labels])
                 conn.execute("UPDATE state SET value = ? WHERE key = 'last_seq'", (seq,))
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
             self._last_seq = seq
         return Deleted(seq, labels, [i for i in wanted if i not in found])
 
@@ -466,8 +468,7 @@ class DocumentStore:
             conn = self._writer_conn()
             live = conn.execute("SELECT COUNT(*) FROM documents WHERE deleted = 0").fetchone()
             total = int(live[0])
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with _transaction(conn):
                 conn.execute("DELETE FROM lexical")
                 done = 0
                 if analyzer != "none":
@@ -488,11 +489,6 @@ class DocumentStore:
                     "INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)",
                     (_LEXICAL_KEY, LEXICAL_CODES[analyzer]),
                 )
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
         return done
 
     def lexical_matches(self, match: str, filter: Mapping[str, str] | None = None) -> LexicalHits:
