@@ -28,36 +28,14 @@ def test_request_limit_refuses_at_once_and_frees_on_exit() -> None:
         assert admission.in_flight == 1
 
 
-def test_token_limit_counts_tokens_and_admits_an_oversized_request_only_alone() -> None:
-    admission = Admission("rerank", max_tokens=100)
-    small = admission.try_acquire(60)
-    with pytest.raises(Overloaded, match="60 tokens in flight \\+ 50 requested > limit 100"):
-        admission.try_acquire(50)
-    with pytest.raises(Overloaded):
-        admission.try_acquire(500)
-    assert admission.try_acquire(40).tokens == 40  # exactly at the limit fits
-    assert admission.in_flight_tokens == 100
-    small.release()
-    with pytest.raises(Overloaded):
-        admission.try_acquire(500)  # 40 tokens still held
-    admission.try_acquire(0).release()  # a zero-token request fits beside anything
-
-
-def test_oversized_request_runs_alone_and_blocks_the_rest() -> None:
-    admission = Admission("rerank", max_tokens=100)
-    with admission.try_acquire(500), pytest.raises(Overloaded):
-        admission.try_acquire(1)
-    assert admission.in_flight_tokens == 0
-
-
 def test_release_is_idempotent_and_survives_exceptions() -> None:
-    admission = Admission("embed", max_requests=1, max_tokens=10)
-    with pytest.raises(RuntimeError), admission.try_acquire(5) as permit:
+    admission = Admission("embed", max_requests=1)
+    with pytest.raises(RuntimeError), admission.try_acquire() as permit:
         permit.release()
         permit.release()
         raise RuntimeError("handler failed")
-    assert permit.released
-    assert (admission.in_flight, admission.in_flight_tokens) == (0, 0)
+    assert permit.released and admission.in_flight == 0
+    admission.try_acquire().release()  # the slot is free again
 
 
 def test_permits_are_exact_under_threads() -> None:
@@ -91,10 +69,7 @@ def test_permits_are_exact_under_threads() -> None:
 def test_bad_limits_are_refused() -> None:
     with pytest.raises(ValueError, match="max_requests"):
         Admission("x", max_requests=0)
-    with pytest.raises(ValueError, match="max_tokens"):
-        Admission("x", max_tokens=0)
-    with pytest.raises(ValueError, match="tokens must be >= 0"):
-        Admission("x").try_acquire(-1)
+    assert Admission("x").try_acquire()  # no limit: always admitted
 
 
 class FakeClock:
