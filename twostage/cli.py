@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from twostage import __version__
 
-# (module, why it may be missing) — a module whose extra is not installed is left out of --help.
+# Modules that register subcommands; one whose extra is not installed is left out of --help.
 _COMMAND_MODULES = (
     "twostage.export.cli",
     "twostage.serve",

@@ -36,7 +36,6 @@ LAYERS = {
     f"{S}.engine": 2,
     f"{S}.api": 3,
     f"{S}.app": 4,  # composition root
-    f"{S}.cli": 4,
 }
 GRPC = ("grpc", "grpc_health", "grpc_reflection", "grpc_status")
 
