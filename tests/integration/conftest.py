@@ -147,13 +147,17 @@ def fp32_server(
     """The fp32 variants: batch-invariant to ~1e-6, for exact comparisons.
 
     int8 quantizes activations per batch (one scale for the whole tensor), so the same text
-    embedded alone or inside a batch differs in the third decimal; fp32 does not.
+    embedded alone or inside a batch differs in the third decimal; fp32 does not. An idle model
+    here waits 5 ms for company (the default runs a lone request at once), so tests can see
+    concurrent calls share a batch without racing the model.
     """
     server = start_server(
         tmp_path_factory.mktemp("fp32-server"),
         {"embedder": server_models["embedder"], "reranker": server_models["reranker"]},
         "--precision",
         "fp32",
+        "--max-wait-ms",
+        "5",
     )
     yield server
     server.stop()
