@@ -29,8 +29,8 @@ def register(subparsers: Any) -> None:
     )
     a = p.add_argument
     a("--config", type=Path, help="TOML file with a [server] table of the settings below")
-    for name in setting_flags():
-        add_setting_flag(p, name)
+    for f in _setting_fields():
+        add_setting_flag(p, f)
     a("--auth-token", help=argparse.SUPPRESS)  # refused in run(), with the reason
     a("--no-reranker", action="store_true", help="default bundles: serve embed + search only")
     a("--prepare-only", action="store_true", help="make the default bundles, then exit")
@@ -39,42 +39,39 @@ def register(subparsers: Any) -> None:
     p.set_defaults(handler=run)
 
 
-def setting_flags() -> list[str]:
+def _setting_fields() -> list[Any]:
     """The ServerConfig fields that have a ``serve`` flag (all but the token itself)."""
     from dataclasses import fields
 
     from twostage.server.config import ServerConfig
 
-    return [f.name for f in fields(ServerConfig) if f.metadata.get("flag") is not None]
+    return [f for f in fields(ServerConfig) if f.metadata.get("flag") is not None]
 
 
-def add_setting_flag(parser: argparse.ArgumentParser, name: str) -> None:
+def setting_flags() -> list[str]:
+    """Names of the settings ``serve`` takes as flags."""
+    return [f.name for f in _setting_fields()]
+
+
+def add_setting_flag(parser: argparse.ArgumentParser, f: Any) -> None:
     """One ``serve`` flag from a ServerConfig field: its help, type and default are the field's."""
-    from dataclasses import fields
+    from twostage.server.config import ENV_PREFIX
 
-    from twostage.server.config import ENV_PREFIX, ServerConfig
-
-    f = next(f for f in fields(ServerConfig) if f.name == name)
     default = f.default_factory() if callable(f.default_factory) else f.default
     kwargs: dict[str, Any] = dict(f.metadata.get("argparse", {}))
     shown = "none" if default in (None, "", ()) else default
-    kwargs["help"] = f"{f.metadata['help']} (default {shown}; env {ENV_PREFIX}{name.upper()})"
+    kwargs["help"] = f"{f.metadata['help']} (default {shown}; env {ENV_PREFIX}{f.name.upper()})"
     if isinstance(default, bool):
         kwargs.setdefault("action", "store_true")
     elif "action" not in kwargs:
-        annotation = str(f.type)
-        kwargs["type"] = (
-            Path
-            if "Path" in annotation
-            else float
-            if isinstance(default, float)
-            else int
-            if isinstance(default, int)
-            else str
-        )
+        # bool is ruled out above; Path | None fields default to None, so read the annotation
+        if "Path" in str(f.type):
+            kwargs["type"] = Path
+        elif isinstance(default, int | float):
+            kwargs["type"] = type(default)
     kwargs["default"] = None  # not given: env, TOML or the field's default decide
-    flag = f.metadata.get("flag") or "--" + name.replace("_", "-")
-    parser.add_argument(flag, dest=name, **kwargs)
+    flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+    parser.add_argument(flag, dest=f.name, **kwargs)
 
 
 def run(args: argparse.Namespace) -> int:
