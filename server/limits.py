@@ -25,9 +25,7 @@ MAX_METADATA_VALUE_BYTES = 8192  # UTF-8 bytes
 # A filter is an intersection of (key, value) lookups, one SQL term per key.
 MAX_FILTER_KEYS = 32
 # Index parameters of a collection (inclusive ranges), at creation and in a stored config alike.
-M_RANGE = (2, 256)
-EF_CONSTRUCTION_RANGE = (10, 4096)
-EF_RANGE = (1, 10_000)
+INDEX_PARAM_RANGES = {"M": (2, 256), "ef_construction": (10, 4096), "ef": (1, 10_000)}
 # Tune's labelled queries per call.
 MAX_TUNE_QUERIES = 10_000
 

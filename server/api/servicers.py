@@ -35,7 +35,6 @@ from twostage.server.engine.search import Searcher, ranking_name
 from twostage.server.engine.tuning import Tuner
 from twostage.server.errors import InvalidArgument, Unavailable
 from twostage.server.metrics import Metrics
-from twostage.server.runtime.tokenizer import CHARS_PER_TOKEN
 from twostage.server.store.collections import Collection, CollectionManager
 
 Req = TypeVar("Req")
@@ -234,11 +233,7 @@ class CollectionsServicer(_Base, pb_grpc.CollectionsServicer):
         name = convert.collection_name(request.name, field="name")
         if request.space not in convert.SPACES:
             raise InvalidArgument(f"space: unknown value {request.space}", field="space")
-        for field, (low, high) in (
-            ("M", limits.M_RANGE),
-            ("ef_construction", limits.EF_CONSTRUCTION_RANGE),
-            ("ef", limits.EF_RANGE),
-        ):
+        for field, (low, high) in limits.INDEX_PARAM_RANGES.items():
             value = getattr(request, field)
             if value and not low <= value <= high:
                 raise InvalidArgument(f"{field}: {value} is outside {low}..{high}", field=field)
@@ -452,7 +447,7 @@ class InfoServicer(_Base, pb_grpc.InfoServicer):
             max_metadata_value_bytes=limits.MAX_METADATA_VALUE_BYTES,
             max_id_chars=limits.MAX_ID_CHARS,
             max_tokenized_chars=max(
-                (m.runtime.manifest.max_length * CHARS_PER_TOKEN for m in self.registry), default=0
+                (m.runtime.tokenizer.char_budget for m in self.registry), default=0
             ),
         )
         return pb.GetInfoResponse(

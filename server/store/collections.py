@@ -45,9 +45,7 @@ from twostage.server.errors import (
 )
 from twostage.server.fusion import GAP_DEPTH, ChannelStats, channel_gap
 from twostage.server.limits import (
-    EF_CONSTRUCTION_RANGE,
-    EF_RANGE,
-    M_RANGE,
+    INDEX_PARAM_RANGES,
     NAME_RULE,
     filter_problem,
     metadata_problem,
@@ -183,11 +181,7 @@ def validate_config(config: CollectionConfig) -> None:
         raise InvalidArgument(
             f"index must be one of {', '.join(INDEX_KINDS)}; got {config.index!r}", field="index"
         )
-    for name, (low, high) in (
-        ("M", M_RANGE),
-        ("ef_construction", EF_CONSTRUCTION_RANGE),
-        ("ef", EF_RANGE),
-    ):
+    for name, (low, high) in INDEX_PARAM_RANGES.items():
         value = getattr(config, name)
         if not isinstance(value, int) or not low <= value <= high:
             raise InvalidArgument(
