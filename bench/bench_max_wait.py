@@ -13,9 +13,8 @@ Writes ``bench/results/max-wait-cpu.json`` and ``.md``.
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -32,31 +31,18 @@ from common import (
     scifact_queries,
     write_results,
 )
-from reliability_common import free_port
+from reliability_common import Server
 
 from twostage.protos.twostage.v1 import twostage_pb2 as pb
 from twostage.protos.twostage.v1 import twostage_pb2_grpc as pb_grpc
 
 
-def start(embedder: Path, wait_ms: float) -> tuple[subprocess.Popen[bytes], pb_grpc.InferenceStub]:
-    port = free_port()
-    args = [
-        *(sys.executable, "-m", "twostage.cli", "serve", "--listen", f"127.0.0.1:{port}"),
-        *("--http-listen", "off", "--metrics-port", "0", "--max-wait-ms", str(wait_ms)),
-        *("--data-dir", tempfile.mkdtemp(prefix="twostage-max-wait-")),
-        *("--model", f"embedder={embedder}"),
-    ]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    stub = pb_grpc.InferenceStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
-    deadline = time.monotonic() + 300
-    while True:
-        try:
-            stub.Embed(pb.EmbedRequest(texts=["warm up"]), timeout=5)
-            return proc, stub
-        except grpc.RpcError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"server with --max-wait-ms {wait_ms} did not start") from None
-            time.sleep(0.2)
+def start(embedder: Path, wait_ms: float) -> tuple[Server, pb_grpc.InferenceStub]:
+    """A server (the harnesses' launcher) differing only in ``--max-wait-ms``; waits for SERVING."""
+    work = Path(tempfile.mkdtemp(prefix="twostage-max-wait-"))
+    server = Server(work, {"embedder": embedder}, extra=["--max-wait-ms", str(wait_ms)])
+    server.start()
+    return server, pb_grpc.InferenceStub(grpc.insecure_channel(server.address))
 
 
 def one_round(stub: pb_grpc.InferenceStub, queries: list[str], passages: list[str]) -> dict:
@@ -96,9 +82,9 @@ def main() -> int:
             for wait, (_proc, stub) in servers.items():
                 rounds[wait].append(one_round(stub, queries, passages))
     finally:
-        for proc, _stub in servers.values():
-            proc.terminate()
-            proc.wait(60)
+        for server, _stub in servers.values():
+            server.stop()
+            shutil.rmtree(server.workdir, ignore_errors=True)
     medians = {
         wait: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for wait, rs in rounds.items()
     }
