@@ -298,7 +298,10 @@ def _check_hnsw_graph(path: Path, header: dict[str, int], dim: int) -> None:
         header["max_level"],
         header["entry"],
     )
-    problems: list[str] = []
+
+    def bad(problem: str) -> CorruptIndex:
+        return CorruptIndex(f"index file {path.name}: {problem}")
+
     data = np.memmap(path, dtype=np.uint8, mode="r")
     level0 = np.dtype(
         {
@@ -311,61 +314,51 @@ def _check_hnsw_graph(path: Path, header: dict[str, int], dim: int) -> None:
     start = _HNSW_HEADER.size
     columns = np.arange(max_m0)
     for first in range(0, count, 65536):
-        n = min(65536, count - first)
-        block = np.frombuffer(data, level0, n, start + first * per_element)
+        block = np.frombuffer(data, level0, min(65536, count - first), start + first * per_element)
         sizes = block["n"].astype(np.int64)
         if sizes.max(initial=0) > max_m0:
-            problems.append(f"a level-0 list holds more than {max_m0} links")
-            break
-        used = columns[None, :] < sizes[:, None]
-        if np.any(block["links"][used] >= count):
-            problems.append("a level-0 link names no element")
-            break
+            raise bad(f"a level-0 list holds more than {max_m0} links")
+        if np.any(block["links"][columns[None, :] < sizes[:, None]] >= count):
+            raise bad("a level-0 link names no element")
         if not np.all(np.isfinite(block["vector"])):
-            problems.append("a stored vector is not finite")
-            break
+            raise bad("a stored vector is not finite")
+    # Upper levels: per element a byte count, then that many bytes of (count, max_m links) lists.
     levels = np.zeros(count, dtype=np.int64)
     upper: list[tuple[int, int, int]] = []  # (element, list offset, levels)
     list_bytes = 4 * max_m + 4
     offset = start + count * per_element
     size = data.size
-    read_u4 = struct.Struct("<I").unpack_from
     raw = memoryview(data)  # type: ignore[arg-type]
-    for element in range(count if not problems else 0):
-        if offset + 4 > size:
-            problems.append("truncated upper-level lists")
-            break
-        (nbytes,) = read_u4(raw, offset)
-        offset += 4
-        if nbytes:
-            if nbytes % list_bytes or offset + nbytes > size or nbytes // list_bytes > max_level:
-                problems.append(f"element {element}: bad upper-level list size {nbytes}")
-                break
-            levels[element] = nbytes // list_bytes
-            upper.append((element, offset, nbytes // list_bytes))
+    try:
+        read_u4 = struct.Struct("<I").unpack_from
+        for element in range(count):
+            if offset + 4 > size:
+                raise bad("truncated upper-level lists")
+            (nbytes,) = read_u4(raw, offset)
+            offset += 4
+            if not nbytes:
+                continue
+            n_levels, rest = divmod(nbytes, list_bytes)
+            if rest or offset + nbytes > size or n_levels > max_level:
+                raise bad(f"element {element}: bad upper-level list size {nbytes}")
+            levels[element] = n_levels
+            upper.append((element, offset, n_levels))
             offset += nbytes
-    if not problems and offset != size:
-        problems.append(f"{size - offset} bytes after the last list")
-    on_top = count and 0 <= entry < count and levels[entry] == max_level == levels.max()
-    if not problems and count and not on_top:
-        problems.append(f"entry point {entry} is not on the top level {max_level}")
-    for element, at, n_levels in upper if not problems else []:
+    finally:
+        raw.release()
+    if offset != size:
+        raise bad(f"{size - offset} bytes after the last list")
+    if count and not (0 <= entry < count and levels[entry] == max_level == levels.max()):
+        raise bad(f"entry point {entry} is not on the top level {max_level}")
+    for element, at, n_levels in upper:
         lists = np.frombuffer(data, "<u4", n_levels * (max_m + 1), at).reshape(n_levels, -1)
         counts = lists[:, 0] & 0xFFFF
         if np.any(counts > max_m):
-            problems.append(f"element {element}: an upper-level list holds more than {max_m}")
-            break
+            raise bad(f"element {element}: an upper-level list holds more than {max_m}")
         for level, (k, row) in enumerate(zip(counts, lists[:, 1:], strict=True), start=1):
             links = row[:k]
             if np.any(links >= count) or np.any(levels[links] < level):
-                problems.append(f"element {element}: a level-{level} link names no element there")
-                break
-        if problems:
-            break
-    raw.release()
-    del data
-    if problems:
-        raise CorruptIndex(f"index file {path.name}: {problems[0]}")
+                raise bad(f"element {element}: a level-{level} link names no element there")
 
 
 class HnswIndex:
