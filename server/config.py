@@ -25,8 +25,6 @@ def _opt(default: Any, help: str, *, flag: str | None = "", **argparse_kwargs: A
     flag; ``""``: ``--<name-with-dashes>``). Every setting also reads ``TWOSTAGE_<NAME>`` and the
     TOML file, so a setting is declared here once."""
     metadata = {"help": help, "flag": flag, "argparse": argparse_kwargs}
-    if isinstance(default, tuple | list | dict):
-        return field(default_factory=lambda: type(default)(default), metadata=metadata)
     return field(default=default, metadata=metadata)
 
 

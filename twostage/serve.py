@@ -57,7 +57,7 @@ def add_setting_flag(parser: argparse.ArgumentParser, f: Any) -> None:
     """One ``serve`` flag from a ServerConfig field: its help, type and default are the field's."""
     from twostage.server.config import ENV_PREFIX
 
-    default = f.default_factory() if callable(f.default_factory) else f.default
+    default = f.default
     kwargs: dict[str, Any] = dict(f.metadata.get("argparse", {}))
     shown = "none" if default in (None, "", ()) else default
     kwargs["help"] = f"{f.metadata['help']} (default {shown}; env {ENV_PREFIX}{f.name.upper()})"
