@@ -487,15 +487,22 @@ def _parser(message_class: Any) -> Callable[[bytes], Any]:
     return parse
 
 
-def add_servicers(server: grpc.aio.Server, state: ServingState) -> None:
-    """Register every service of the proto with the parse-safe request deserializers."""
-    for servicer in (
+def make_servicers(state: ServingState) -> dict[str, _Base]:
+    """One servicer per service of the proto, by service name (``"Search"``), sharing ``state``;
+    the gRPC server and the HTTP bridge call the same objects."""
+    servicers: tuple[_Base, ...] = (
         InferenceServicer(state),
         CollectionsServicer(state),
         SearchServicer(state),
         InfoServicer(state),
-    ):
-        service = pb.DESCRIPTOR.services_by_name[type(servicer).__name__.removesuffix("Servicer")]
+    )
+    return {type(s).__name__.removesuffix("Servicer"): s for s in servicers}
+
+
+def add_servicers(server: grpc.aio.Server, state: ServingState) -> None:
+    """Register every service of the proto with the parse-safe request deserializers."""
+    for name, servicer in make_servicers(state).items():
+        service = pb.DESCRIPTOR.services_by_name[name]
         handlers = {
             m.name: grpc.unary_unary_rpc_method_handler(
                 getattr(servicer, m.name),

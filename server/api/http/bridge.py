@@ -15,13 +15,7 @@ import grpc
 
 from twostage.protos.twostage.v1 import twostage_pb2 as pb
 from twostage.server.api.interceptors import DENIED_MESSAGE, TokenCheck, requires_token
-from twostage.server.api.servicers import (
-    CollectionsServicer,
-    InferenceServicer,
-    InfoServicer,
-    SearchServicer,
-    ServingState,
-)
+from twostage.server.api.servicers import ServingState, make_servicers
 
 #: Optional request header: the call's timeout in milliseconds (gRPC callers set a deadline).
 TIMEOUT_HEADER = "x-timeout-ms"
@@ -62,12 +56,7 @@ class RpcBridge:
     def __init__(self, state: ServingState) -> None:
         self.state = state
         self._token = TokenCheck(state.cfg.auth_token) if state.cfg.auth_token else None
-        self.servicers: dict[str, Any] = {
-            "Inference": InferenceServicer(state),
-            "Collections": CollectionsServicer(state),
-            "Search": SearchServicer(state),
-            "Info": InfoServicer(state),
-        }
+        self.servicers: dict[str, Any] = make_servicers(state)
         self.methods = {
             f"/{service.full_name}/{method.name}": (service.name, method)
             for service in pb.DESCRIPTOR.services_by_name.values()
